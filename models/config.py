@@ -1,0 +1,226 @@
+"""Frozen model configurations: one dataclass per component, composed into `ModelConfig`.
+
+A model folder stores its `ModelConfig` in `model.yaml`, so a model rebuilds exactly from its
+folder (`ModelConfig.from_dict`). Named presets: `paper` (the SEVIR-LR sizes of Gao et al. 2023),
+`small` (the CPU-sized shipped default) and `tiny` (for tests).
+
+Tensor conventions shared by every module of `models/`:
+- frames: `(B, T, 1, H, W)` float32, normalised rain rate (see `models.units`)
+- latents: `(B, T, C, h, w)` float32 with `h = H / 8`, `w = W / 8`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+VAE_DOWNSAMPLE_FACTOR = 8  # three stride-2 downsamples
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Frame-wise KL autoencoder (encoder, decoder) and its patch discriminator."""
+
+    in_channels: int = 1
+    latent_channels: int = 64
+    # one entry per resolution level; len == 4 gives the three downsamples (x8)
+    block_channels: tuple[int, ...] = (128, 256, 512, 512)
+    encoder_layers_per_block: int = 2
+    decoder_layers_per_block: int = 3
+    norm_groups: int = 32
+    mid_attention: bool = True
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Earthformer-UNet denoiser over latents (cuboid self-attention, axial pattern)."""
+
+    # spatial patch size of the first projection (1 = one token per latent pixel)
+    patch_size: int = 1
+    base_units: int = 256
+    block_units: tuple[int, ...] = (256, 512)
+    depth: tuple[int, ...] = (4, 4)
+    num_heads: int = 4
+    ffn_ratio: int = 4
+    norm_groups: int = 32
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """Knowledge-alignment network A(z_t, t, z_context) -> per-frame mean rain rate."""
+
+    base_units: int = 128
+    depth: tuple[int, ...] = (1, 1)
+    num_heads: int = 4
+    use_context: bool = True
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and sampler defaults."""
+
+    num_train_steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    beta_schedule: str = "scaled_linear"
+    sampler: str = "ddim"
+    sampling_steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 50.0  # lambda of the knowledge-alignment guidance
+    ema_decay: float = 0.999
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "paper"
+    frames_in: int = 7
+    frames_out: int = 6
+    interval_s: int = 300
+    pixel_size_m: float = 1000.0
+    # the largest accepted grid side, in pixels (position embeddings are sized for it)
+    max_grid_px: int = 384
+    # rain-rate normalisation (models.units): x = log1p(R) / log1p(rain_max_mm_h)
+    rain_norm: str = "log1p"
+    rain_max_mm_h: float = 128.0
+    # alignment target scale: A predicts mean rain rate [mm h-1] / intensity_scale_mm_h
+    intensity_scale_mm_h: float = 10.0
+    # latents are multiplied by this before diffusion (set from data when the LDM is trained)
+    latent_scale: float = 1.0
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @property
+    def grid_factor(self) -> int:
+        """Grid sides must be multiples of this (VAE x8, patch embedding, UNet merges)."""
+        merges = 2 ** (len(self.denoiser.block_units) - 1)
+        return VAE_DOWNSAMPLE_FACTOR * self.denoiser.patch_size * merges
+
+    @property
+    def max_latent_px(self) -> int:
+        return self.max_grid_px // VAE_DOWNSAMPLE_FACTOR
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of one frame's latent for a grid of `height` x `width` pixels."""
+        return (
+            self.vae.latent_channels,
+            height // VAE_DOWNSAMPLE_FACTOR,
+            width // VAE_DOWNSAMPLE_FACTOR,
+        )
+
+    def check_grid(self, height: int, width: int) -> None:
+        """Raise ValueError with a fix-it message unless the grid is accepted."""
+        factor = self.grid_factor
+        for label, side in (("height", height), ("width", width)):
+            if side % factor or side <= 0:
+                raise ValueError(
+                    f"grid {label} {side} px is not a positive multiple of {factor}; "
+                    f"crop or pad the grid to a multiple of {factor} px"
+                )
+            if side > self.max_grid_px:
+                raise ValueError(
+                    f"grid {label} {side} px exceeds the model's maximum of "
+                    f"{self.max_grid_px} px; crop the grid"
+                )
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        parts = {
+            "vae": VAEConfig,
+            "denoiser": DenoiserConfig,
+            "alignment": AlignmentConfig,
+            "diffusion": DiffusionConfig,
+        }
+        for key, part in parts.items():
+            if key in data:
+                data[key] = _from_dict(part, data[key])
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+PAPER = ModelConfig()
+
+SMALL = ModelConfig(
+    name="small",
+    frames_in=7,
+    frames_out=12,
+    max_grid_px=512,
+    vae=VAEConfig(
+        latent_channels=4,
+        block_channels=(8, 16, 32, 64),
+        encoder_layers_per_block=1,
+        decoder_layers_per_block=1,
+        norm_groups=4,
+        disc_channels=32,
+        disc_layers=3,
+    ),
+    denoiser=DenoiserConfig(
+        patch_size=2,
+        base_units=48,
+        block_units=(48, 96),
+        depth=(1, 1),
+        num_heads=4,
+        norm_groups=8,
+    ),
+    alignment=AlignmentConfig(base_units=32, depth=(1, 1), num_heads=4),
+    diffusion=DiffusionConfig(sampling_steps=10),
+)
+
+TINY = ModelConfig(
+    name="tiny",
+    frames_in=7,
+    frames_out=6,
+    max_grid_px=256,
+    vae=VAEConfig(
+        latent_channels=4,
+        block_channels=(8, 8, 16, 16),
+        encoder_layers_per_block=1,
+        decoder_layers_per_block=1,
+        norm_groups=4,
+        disc_channels=8,
+        disc_layers=2,
+    ),
+    denoiser=DenoiserConfig(
+        patch_size=1,
+        base_units=16,
+        block_units=(16, 32),
+        depth=(1, 1),
+        num_heads=2,
+        norm_groups=4,
+    ),
+    alignment=AlignmentConfig(base_units=16, depth=(1, 1), num_heads=2),
+    diffusion=DiffusionConfig(sampling_steps=5),
+)
+
+PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "small": SMALL, "tiny": TINY}
+
+
+def get_config(name: str) -> ModelConfig:
+    """The named preset; an unknown name raises ValueError listing the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        valid = sorted(PRESETS)
+        raise ValueError(f"unknown model config {name!r}; choose one of {valid}") from None

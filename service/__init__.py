@@ -1,0 +1,1 @@
+"""The nowcasting service: HTTP API, job store and queue, workers, NetCDF in and out."""
