@@ -1,0 +1,557 @@
+"""`JobStore` on Redis: a stream + consumer group for the queue, a hash per job, blobs with TTLs.
+
+Every state transition is one Lua script, so it is atomic with respect to the other transitions
+(a cancel cannot interleave with a finish, two finishers cannot both win). Acknowledging a stream
+entry (XACK + XDEL) happens in the same script that stores the terminal state and the result.
+Lease = the idle time of a pending stream entry: the owner renews it with XCLAIM ... JUSTID, other
+workers take entries idle longer than `lease_s` with XAUTOCLAIM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+
+from service.queue.constants import (
+    CONSUMER_GROUP,
+    COUNTER_JOBS,
+    HISTOGRAM_BUCKETS,
+    STREAM_JOB_FIELD,
+    JobStatus,
+    RedisKeys,
+    bucket_label,
+)
+from service.queue.jobs import Job, deserialize_job, now_ms, serialize_job
+from service.queue.store import (
+    Delivery,
+    HistogramSnapshot,
+    Idempotency,
+    IdempotencyConflictError,
+    JobStore,
+    MetricsSnapshot,
+    QueueFullError,
+    QueuePolicy,
+    StartResult,
+    StoreUnavailableError,
+    SubmitResult,
+)
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL_LUA = "status == 'successful' or status == 'failed' or status == 'dismissed'"
+
+# KEYS: idem, active, job, input, tenant_jobs, stream, counter
+# ARGV: use_idem, idem_value, idem_ttl_s, max_queue, job_id, created_ms, input, input_ttl_s,
+#       job_ttl_s, prune_before_ms, hash fields...
+_SUBMIT = """
+if ARGV[1] == '1' then
+  local existing = redis.call('GET', KEYS[1])
+  if existing then return {'existing', existing} end
+end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'full', ''} end
+if ARGV[1] == '1' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8])
+local fields = {}
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[3], unpack(fields))
+local msg = redis.call('XADD', KEYS[6], '*', 'job_id', ARGV[5])
+redis.call('HSET', KEYS[3], 'message_id', msg)
+redis.call('EXPIRE', KEYS[3], ARGV[9])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[10])
+redis.call('EXPIRE', KEYS[5], ARGV[9])
+redis.call('HINCRBY', KEYS[7], 'submitted', 1)
+return {'created', msg}
+"""
+
+# KEYS: job, active, stream, dead, counter
+# ARGV: msg_id, group, consumer, now_ms, max_deliveries, job_id, job_ttl_s
+_START = f"""
+local function settle()
+  redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('XDEL', KEYS[3], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[6])
+  settle()
+  return {{'skip'}}
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if {_TERMINAL_LUA} then
+  settle()
+  return {{'skip'}}
+end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'dismissed', 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
+  redis.call('SREM', KEYS[2], ARGV[6])
+  redis.call('HINCRBY', KEYS[5], 'dismissed', 1)
+  settle()
+  return {{'dismissed'}}
+end
+local done = tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0')
+if done >= tonumber(ARGV[5]) then
+  local reason = 'the job was delivered ' .. done .. ' times and no worker finished it ' ..
+    '(workers crashed, were killed or ran out of memory); it was moved to the dead-letter ' ..
+    'queue. Resubmit it, and report the job id if it happens again'
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error_code', 'dead-lettered',
+    'error_detail', reason, 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
+  redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'reason', reason, 'deliveries', done)
+  redis.call('SREM', KEYS[2], ARGV[6])
+  redis.call('HINCRBY', KEYS[5], 'dead_lettered', 1)
+  settle()
+  return {{'dead_lettered'}}
+end
+redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[3], 'started_ms', ARGV[4],
+  'updated_ms', ARGV[4], 'message_id', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return {{'run', redis.call('HGETALL', KEYS[1])}}
+"""
+
+# KEYS: job, active, stream, counter, result
+# ARGV: msg_id, group, new_status, now_ms, error_code, error_detail, result_ttl_s, job_ttl_s,
+#       job_id, result bytes
+_FINISH = f"""
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
+redis.call('XDEL', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[9])
+  return {{'gone'}}
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if {_TERMINAL_LUA} then
+  return {{'unchanged', redis.call('HGETALL', KEYS[1])}}
+end
+if ARGV[3] == 'successful' then
+  redis.call('SET', KEYS[5], ARGV[10], 'NX', 'EX', ARGV[7])
+  local expires = tonumber(ARGV[4]) + 1000 * tonumber(ARGV[7])
+  local total = redis.call('HGET', KEYS[1], 'progress_total') or '0'
+  redis.call('HSET', KEYS[1], 'result_expires_ms', string.format('%d', expires),
+    'progress_step', total)
+else
+  redis.call('HSET', KEYS[1], 'error_code', ARGV[5], 'error_detail', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
+redis.call('SREM', KEYS[2], ARGV[9])
+redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+return {{'changed', redis.call('HGETALL', KEYS[1])}}
+"""
+
+# KEYS: job, active, stream, counter, result
+# ARGV: group, now_ms, job_id
+_CANCEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'accepted' then
+  local msg = redis.call('HGET', KEYS[1], 'message_id')
+  if msg and msg ~= '' then
+    redis.call('XACK', KEYS[3], ARGV[1], msg)
+    redis.call('XDEL', KEYS[3], msg)
+  end
+  redis.call('HSET', KEYS[1], 'status', 'dismissed', 'cancel_requested', '1',
+    'finished_ms', ARGV[2], 'updated_ms', ARGV[2])
+  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[4], 'dismissed', 1)
+elseif status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_ms', ARGV[2])
+elseif status == 'successful' then
+  redis.call('DEL', KEYS[5])
+  redis.call('HSET', KEYS[1], 'status', 'dismissed', 'result_expires_ms', '',
+    'updated_ms', ARGV[2])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: job, active, stream, counter
+# ARGV: msg_id, group, now_ms, job_id
+_RELEASE = """
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
+redis.call('XDEL', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[4])
+  return 'gone'
+end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'unchanged' end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'dismissed', 'finished_ms', ARGV[3], 'updated_ms', ARGV[3])
+  redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('HINCRBY', KEYS[4], 'dismissed', 1)
+  return 'dismissed'
+end
+redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
+local msg = redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'accepted', 'worker', '', 'message_id', msg,
+  'progress_step', '0', 'updated_ms', ARGV[3])
+return 'released'
+"""
+
+# KEYS: job; ARGV: step, total, now_ms
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') == 'running' then
+  redis.call('HSET', KEYS[1], 'progress_step', ARGV[1], 'progress_total', ARGV[2],
+    'updated_ms', ARGV[3])
+end
+return 1
+"""
+
+_HEARTBEAT_RETENTION_MS = 24 * 3600 * 1000
+
+
+def _pairs_to_dict(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisJobStore(JobStore):
+    """The production `JobStore`: state in Redis, shared by any number of API and worker processes.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        Connection with `decode_responses=False` (blobs are bytes).
+    prefix : str
+        Prefix of every key, so several deployments (or tests) can share one Redis.
+    policy : QueuePolicy
+        TTLs, lease, delivery and queue limits.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, policy: QueuePolicy) -> None:
+        self.client = client
+        self.keys = RedisKeys(prefix)
+        self.policy = policy
+        self._submit = client.register_script(_SUBMIT)
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+        self._cancel = client.register_script(_CANCEL)
+        self._release = client.register_script(_RELEASE)
+        self._progress = client.register_script(_PROGRESS)
+        self._group_ready = False
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, policy: QueuePolicy) -> RedisJobStore:
+        client = redis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        return cls(client, prefix, policy)
+
+    # ------------------------------------------------------------------ helpers
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.client.xgroup_create(self.keys.stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _job_keys(self, job_id: str) -> list[str]:
+        return [
+            self.keys.job(job_id),
+            self.keys.active_set,
+            self.keys.stream,
+            self.keys.counter(COUNTER_JOBS),
+            self.keys.job_result(job_id),
+        ]
+
+    # ------------------------------------------------------------------ producer side
+    def submit(
+        self, job: Job, input_bytes: bytes, idempotency: Idempotency | None = None
+    ) -> SubmitResult:
+        self._ensure_group()
+        idem_key = self.keys.idempotency(job.tenant, idempotency.key) if idempotency else ""
+        idem_value = (
+            json.dumps({"job_id": job.id, "fingerprint": idempotency.fingerprint})
+            if idempotency
+            else ""
+        )
+        fields = [item for pair in serialize_job(job).items() for item in pair]
+        prune_before_ms = job.created_ms - self.policy.job_ttl_s * 1000
+        reply = self._submit(
+            keys=[
+                idem_key or self.keys.idempotency(job.tenant, "-"),
+                self.keys.active_set,
+                self.keys.job(job.id),
+                self.keys.job_input(job.id),
+                self.keys.tenant_jobs(job.tenant),
+                self.keys.stream,
+                self.keys.counter(COUNTER_JOBS),
+            ],
+            args=[
+                "1" if idempotency else "0",
+                idem_value,
+                self.policy.idempotency_ttl_s,
+                self.policy.max_queue_length,
+                job.id,
+                job.created_ms,
+                input_bytes,
+                self.policy.input_ttl_s,
+                self.policy.job_ttl_s,
+                prune_before_ms,
+                *fields,
+            ],
+        )
+        outcome = reply[0].decode()
+        if outcome == "full":
+            raise QueueFullError
+        if outcome == "existing":
+            assert idempotency is not None
+            earlier = json.loads(reply[1])
+            if earlier["fingerprint"] != idempotency.fingerprint:
+                raise IdempotencyConflictError
+            existing = self.get(earlier["job_id"])
+            if existing is None:  # the earlier job expired: the key is free again
+                self.client.delete(idem_key)
+                return self.submit(job, input_bytes, idempotency)
+            return SubmitResult(existing, created=False)
+        return SubmitResult(job.replace(message_id=reply[1].decode()), created=True)
+
+    def get(self, job_id: str) -> Job | None:
+        data = self.client.hgetall(self.keys.job(job_id))
+        return deserialize_job(data) if data else None
+
+    def list_jobs(self, tenant: str, offset: int, limit: int) -> tuple[list[Job], int]:
+        key = self.keys.tenant_jobs(tenant)
+        ids = [i.decode() for i in self.client.zrevrange(key, offset, offset + limit - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        jobs, expired = [], []
+        for job_id, data in zip(ids, pipe.execute(), strict=True):
+            if data:
+                jobs.append(deserialize_job(data))
+            else:
+                expired.append(job_id)
+        if expired:
+            self.client.zrem(key, *expired)
+        return jobs, int(self.client.zcard(key))
+
+    def cancel(self, job_id: str) -> Job | None:
+        reply = self._cancel(keys=self._job_keys(job_id), args=[CONSUMER_GROUP, now_ms(), job_id])
+        return deserialize_job(_pairs_to_dict(reply)) if reply else None
+
+    def get_result(self, job_id: str) -> bytes | None:
+        return self.client.get(self.keys.job_result(job_id))
+
+    def active_count(self) -> int:
+        return int(self.client.scard(self.keys.active_set))
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+
+    def live_worker_count(self, max_age_s: float) -> int:
+        since = now_ms() - int(max_age_s * 1000)
+        return int(self.client.zcount(self.keys.heartbeats, since, "+inf"))
+
+    def metrics_snapshot(self, worker_max_age_s: float) -> MetricsSnapshot:
+        self._ensure_group()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counter(COUNTER_JOBS))
+        for name in HISTOGRAM_BUCKETS:
+            pipe.hgetall(self.keys.histogram(name))
+        pipe.scard(self.keys.active_set)
+        pipe.xpending(self.keys.stream, CONSUMER_GROUP)
+        pipe.xlen(self.keys.dead_letter_stream)
+        since = now_ms() - int(worker_max_age_s * 1000)
+        pipe.zcount(self.keys.heartbeats, since, "+inf")
+        replies = pipe.execute()
+        counters = {COUNTER_JOBS: {k.decode(): int(v) for k, v in replies[0].items()}}
+        histograms = {}
+        for name, data in zip(HISTOGRAM_BUCKETS, replies[1:], strict=False):
+            text = {k.decode(): v.decode() for k, v in data.items()}
+            histograms[name] = HistogramSnapshot(
+                buckets={k: int(v) for k, v in text.items() if k not in ("count", "sum")},
+                count=int(text.get("count", 0)),
+                sum=float(text.get("sum", 0.0)),
+            )
+        active, pending, dead, live = replies[1 + len(HISTOGRAM_BUCKETS) :]
+        return MetricsSnapshot(
+            counters=counters,
+            histograms=histograms,
+            active_jobs=int(active),
+            in_flight=int(pending["pending"]),
+            dead_letters=int(dead),
+            live_workers=int(live),
+        )
+
+    # ------------------------------------------------------------------ consumer side
+    def claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        self._ensure_group()
+        try:
+            return self._claim(consumer, count, block_s)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the stream was deleted under us (e.g. a flushed Redis): recreate and retry later
+            self._group_ready = False
+            return []
+
+    def _claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        lease_ms = int(self.policy.lease_s * 1000)
+        _, reclaimed, _deleted = self.client.xautoclaim(
+            self.keys.stream, CONSUMER_GROUP, consumer, lease_ms, start_id="0-0", count=count
+        )
+        for message_id, fields in reclaimed:
+            if fields:
+                deliveries.append(_delivery(message_id, fields))
+        if deliveries:
+            logger.info(
+                "reclaimed %d job(s) from dead consumers: %s",
+                len(deliveries),
+                ", ".join(d.job_id for d in deliveries),
+            )
+        missing = count - len(deliveries)
+        if missing > 0:
+            block_ms = None if deliveries else max(1, int(block_s * 1000))
+            reply = self.client.xreadgroup(
+                CONSUMER_GROUP, consumer, {self.keys.stream: ">"}, count=missing, block=block_ms
+            )
+            for _stream, messages in reply or []:
+                for message_id, fields in messages:
+                    if fields:
+                        deliveries.append(_delivery(message_id, fields))
+        return deliveries
+
+    def start(self, delivery: Delivery, consumer: str) -> StartResult:
+        reply = self._start(
+            keys=[
+                self.keys.job(delivery.job_id),
+                self.keys.active_set,
+                self.keys.stream,
+                self.keys.dead_letter_stream,
+                self.keys.counter(COUNTER_JOBS),
+            ],
+            args=[
+                delivery.message_id,
+                CONSUMER_GROUP,
+                consumer,
+                now_ms(),
+                self.policy.max_deliveries,
+                delivery.job_id,
+                self.policy.job_ttl_s,
+            ],
+        )
+        outcome = reply[0].decode()
+        if outcome == "run":
+            return StartResult("run", deserialize_job(_pairs_to_dict(reply[1])))
+        return StartResult(outcome)
+
+    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> None:
+        if deliveries:
+            self.client.xclaim(
+                self.keys.stream,
+                CONSUMER_GROUP,
+                consumer,
+                0,
+                [d.message_id for d in deliveries],
+                justid=True,
+            )
+
+    def set_progress(self, job_id: str, step: int, total: int) -> None:
+        self._progress(keys=[self.keys.job(job_id)], args=[step, total, now_ms()])
+
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["cancel_requested", "status"])
+        cancelled = set()
+        for job_id, (flag, status) in zip(job_ids, pipe.execute(), strict=True):
+            if flag == b"1" or status is None or status == b"dismissed":
+                cancelled.add(job_id)
+        return cancelled
+
+    def load_input(self, job_id: str) -> bytes | None:
+        return self.client.get(self.keys.job_input(job_id))
+
+    def _finish_job(
+        self,
+        delivery: Delivery,
+        status: JobStatus,
+        *,
+        code: str = "",
+        detail: str = "",
+        result: bytes = b"",
+    ) -> Job | None:
+        reply = self._finish(
+            keys=self._job_keys(delivery.job_id),
+            args=[
+                delivery.message_id,
+                CONSUMER_GROUP,
+                status.value,
+                now_ms(),
+                code,
+                detail,
+                self.policy.result_ttl_s,
+                self.policy.job_ttl_s,
+                delivery.job_id,
+                result,
+            ],
+        )
+        if reply[0] == b"gone":
+            return None
+        job = deserialize_job(_pairs_to_dict(reply[1]))
+        if status is JobStatus.SUCCESSFUL and job.status is JobStatus.SUCCESSFUL:
+            # drop the input once the forecast exists; a redelivery finds the job terminal
+            self.client.delete(self.keys.job_input(delivery.job_id))
+        return job
+
+    def complete(self, delivery: Delivery, result_bytes: bytes) -> Job | None:
+        return self._finish_job(delivery, JobStatus.SUCCESSFUL, result=result_bytes)
+
+    def fail(self, delivery: Delivery, code: str, detail: str) -> Job | None:
+        return self._finish_job(delivery, JobStatus.FAILED, code=code, detail=detail)
+
+    def dismiss(self, delivery: Delivery) -> Job | None:
+        return self._finish_job(delivery, JobStatus.DISMISSED)
+
+    def release(self, delivery: Delivery) -> None:
+        self._release(
+            keys=[
+                self.keys.job(delivery.job_id),
+                self.keys.active_set,
+                self.keys.stream,
+                self.keys.counter(COUNTER_JOBS),
+            ],
+            args=[delivery.message_id, CONSUMER_GROUP, now_ms(), delivery.job_id],
+        )
+
+    def heartbeat(self, consumer: str) -> None:
+        now = now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.heartbeats, {consumer: now})
+        pipe.zremrangebyscore(self.keys.heartbeats, "-inf", now - _HEARTBEAT_RETENTION_MS)
+        pipe.execute()
+
+    def remove_worker(self, consumer: str) -> None:
+        # not XGROUP DELCONSUMER: that would orphan entries still pending for the consumer
+        self.client.zrem(self.keys.heartbeats, consumer)
+
+    def observe(self, name: str, value: float) -> None:
+        key = self.keys.histogram(name)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(key, bucket_label(name, value), 1)
+        pipe.hincrby(key, "count", 1)
+        pipe.hincrbyfloat(key, "sum", float(value))
+        pipe.execute()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def delete_all_keys(self) -> int:
+        """Delete every key under this store's prefix (tests and `nowcast` admin use only)."""
+        removed = 0
+        for key in self.client.scan_iter(match=f"{self.keys.prefix}:*", count=500):
+            removed += int(self.client.delete(key))
+        return removed
+
+
+def _delivery(message_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
+    return Delivery(
+        job_id=fields[STREAM_JOB_FIELD.encode()].decode(),
+        message_id=message_id.decode(),
+    )

@@ -1,0 +1,228 @@
+"""The `JobStore` interface shared by the API (producer) and the workers (consumer).
+
+Two backends implement it: `RedisJobStore` (a stream + consumer group, one hash per job, blobs
+with TTLs) and `MemoryJobStore` (the embedded default for one machine, same semantics in-process).
+
+Guarantees every backend gives:
+- at-least-once delivery: a claimed job whose lease is not renewed for `lease_s` is handed to
+  another consumer; after `max_deliveries` deliveries the job is dead-lettered and `failed`;
+- a job leaves the queue (is acknowledged) only after its terminal state, and for a success its
+  result, is stored; the first stored result wins, so a redelivered job never yields a second,
+  different result;
+- terminal states are final: a late finish of a redelivered or cancelled job changes nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from service.queue.jobs import Job
+from service.settings import Settings
+
+
+class QueueFullError(Exception):
+    """Submit refused: `max_queue_length` jobs are accepted or running."""
+
+
+class IdempotencyConflictError(Exception):
+    """Submit refused: the Idempotency-Key was used before with another payload."""
+
+
+class StoreUnavailableError(Exception):
+    """The backing store (Redis) cannot be reached."""
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Lifetimes and limits of the queue; built from `Settings`."""
+
+    result_ttl_s: int = 24 * 3600
+    input_ttl_s: int = 6 * 3600
+    job_ttl_s: int = 7 * 24 * 3600
+    idempotency_ttl_s: int = 24 * 3600
+    lease_s: float = 60.0
+    max_deliveries: int = 3
+    max_queue_length: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueuePolicy:
+        return cls(
+            result_ttl_s=settings.result_ttl_s,
+            input_ttl_s=settings.input_ttl_s,
+            job_ttl_s=settings.job_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            lease_s=settings.lease_s,
+            max_deliveries=settings.max_deliveries,
+            max_queue_length=settings.max_queue_length,
+        )
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key and the fingerprint (SHA-256 of input and parameters) it was sent with."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    created: bool  # False: an earlier job with the same Idempotency-Key and payload
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One hand-over of a job to a consumer; `message_id` identifies the queue entry."""
+
+    job_id: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What `JobStore.start` decided: `job` is set only when the consumer should run it."""
+
+    outcome: str  # "run" | "skip" (already terminal or gone) | "dismissed" | "dead_lettered"
+    job: Job | None = None
+
+
+@dataclass
+class HistogramSnapshot:
+    # upper bound (as text) -> count in that bucket alone (not cumulative)
+    buckets: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+    sum: float = 0.0
+
+
+@dataclass
+class MetricsSnapshot:
+    """Counters and histograms that workers recorded, plus live queue figures."""
+
+    counters: dict[str, dict[str, int]]
+    histograms: dict[str, HistogramSnapshot]
+    active_jobs: int  # accepted or running
+    in_flight: int  # delivered to a worker and not yet acknowledged
+    dead_letters: int
+    live_workers: int
+
+
+class JobStore(ABC):
+    """Job records, input/result blobs and the work queue behind one interface."""
+
+    policy: QueuePolicy
+
+    # ------------------------------------------------------------------ producer (API) side
+    @abstractmethod
+    def submit(
+        self, job: Job, input_bytes: bytes, idempotency: Idempotency | None = None
+    ) -> SubmitResult:
+        """Store the job and its input, then enqueue it.
+
+        Raises `QueueFullError` past `policy.max_queue_length` active jobs and
+        `IdempotencyConflictError` when the key was used with another fingerprint.
+        """
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+
+    @abstractmethod
+    def list_jobs(self, tenant: str, offset: int, limit: int) -> tuple[list[Job], int]:
+        """The tenant's jobs, newest first, and the total count."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> Job | None:
+        """Dismiss a job: an accepted job at once, a running one by flag (the worker stops at its
+        next sampler step), a successful one by dropping its result. Returns the job after."""
+
+    @abstractmethod
+    def get_result(self, job_id: str) -> bytes | None:
+        """The stored forecast NetCDF, or None when absent or expired."""
+
+    @abstractmethod
+    def active_count(self) -> int:
+        """Jobs accepted or running (what the queue-length limit counts)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise `StoreUnavailableError` when the store cannot be reached."""
+
+    @abstractmethod
+    def live_worker_count(self, max_age_s: float) -> int:
+        """Workers whose last heartbeat is younger than `max_age_s`."""
+
+    @abstractmethod
+    def metrics_snapshot(self, worker_max_age_s: float) -> MetricsSnapshot:
+        """Everything /metrics reports, read at scrape time."""
+
+    # ------------------------------------------------------------------ consumer (worker) side
+    @abstractmethod
+    def claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        """Up to `count` deliveries: first jobs whose lease expired (dead consumers), then new
+        ones, waiting up to `block_s` when there are none."""
+
+    @abstractmethod
+    def start(self, delivery: Delivery, consumer: str) -> StartResult:
+        """Count the delivery and mark the job running, or settle it (skip, dismissed,
+        dead-lettered after `policy.max_deliveries`) and acknowledge it."""
+
+    @abstractmethod
+    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> None:
+        """Keep the deliveries owned by `consumer` for another `policy.lease_s`."""
+
+    @abstractmethod
+    def set_progress(self, job_id: str, step: int, total: int) -> None:
+        """Record sampler progress of a running job."""
+
+    @abstractmethod
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` whose cancellation was requested (or that vanished)."""
+
+    @abstractmethod
+    def load_input(self, job_id: str) -> bytes | None:
+        """The uploaded radar NetCDF, or None when it expired."""
+
+    @abstractmethod
+    def complete(self, delivery: Delivery, result_bytes: bytes) -> Job | None:
+        """Store the result (first one wins), mark the job successful, then acknowledge."""
+
+    @abstractmethod
+    def fail(self, delivery: Delivery, code: str, detail: str) -> Job | None:
+        """Mark the job failed with a reason, then acknowledge."""
+
+    @abstractmethod
+    def dismiss(self, delivery: Delivery) -> Job | None:
+        """Mark a cancelled job dismissed, then acknowledge."""
+
+    @abstractmethod
+    def release(self, delivery: Delivery) -> None:
+        """Give an unfinished job back to the queue (worker shutdown); not counted as a delivery."""
+
+    @abstractmethod
+    def heartbeat(self, consumer: str) -> None:
+        """Record that `consumer` is alive now."""
+
+    @abstractmethod
+    def remove_worker(self, consumer: str) -> None:
+        """Forget a consumer's heartbeat (clean shutdown)."""
+
+    @abstractmethod
+    def observe(self, name: str, value: float) -> None:
+        """Add one observation to histogram `name` (see `constants.HISTOGRAM_BUCKETS`)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def create_store(settings: Settings) -> JobStore:
+    """The Redis store when `settings.redis_url` is set, else a new embedded in-process store."""
+    policy = QueuePolicy.from_settings(settings)
+    if settings.redis_url:
+        from service.queue.redis_store import RedisJobStore
+
+        return RedisJobStore.from_url(settings.redis_url, settings.redis_key_prefix, policy)
+    from service.queue.memory_store import MemoryJobStore
+
+    return MemoryJobStore(policy)
