@@ -1,0 +1,433 @@
+"""`nowcast evaluate`: score the model and the baselines on radar events (BASELINES.md protocol).
+
+Builds the protocol's cases from the given CF-NetCDF event files, runs every method on each case in
+the same process, prints one table per case and the mean over cases, and optionally writes the
+scores as JSON. `--alignment-report` adds the knowledge-alignment experiment: the model with the
+target mean rain rate set to the true future mean and to twice that, against no guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.evaluation import baselines
+from models.evaluation.cases import FRAMES_OUT, Case, NoCasesError, iter_cases
+from models.evaluation.scoring import MEMBER_SUFFIX, SCORE_NAMES, score_forecast
+
+MODEL = "model"
+ALL_METHODS = (MODEL, "persistence", "extrapolation", "sprog", "steps")
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "small-v1"
+ALIGNMENT_TARGET_FACTORS = (1.0, 2.0)
+
+# forecast(past_mm_h (T, H, W), n_leads, members, seed) -> (M, n_leads, H, W) mm/h
+Forecaster = Callable[[np.ndarray, int, int, int], np.ndarray]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nowcast evaluate",
+        description="Score the model and baselines on radar events with the protocol of "
+        "shared/BASELINES.md (7 past -> 12 future frames, 256x256 crops).",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=DEFAULT_WEIGHTS,
+        help="model folder (default: the shipped model, %(default)s)",
+    )
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="CF-NetCDF radar event files"
+    )
+    parser.add_argument("--members", type=int, default=20, help="ensemble members (default 20)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="model sampler steps (default: the model's)"
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of {','.join(ALL_METHODS)} "
+        "(default: all; the pySTEPS ones only when pySTEPS is installed)",
+    )
+    parser.add_argument("--cases", default=None, help="comma-separated case ids to keep")
+    parser.add_argument("--seed", type=int, default=0, help="model seed and rank-histogram ties")
+    parser.add_argument("--json", type=Path, default=None, help="write the scores here as JSON")
+    parser.add_argument(
+        "--target-mm-h",
+        type=float,
+        default=None,
+        help="run the model with knowledge-alignment guidance towards this future mean [mm h-1]",
+    )
+    parser.add_argument(
+        "--guidance-scale", type=float, default=None, help="guidance strength (default: model's)"
+    )
+    parser.add_argument(
+        "--alignment-report",
+        action="store_true",
+        help="also run the model guided to the true future mean and to 2x it; print the "
+        "relative error of the forecast mean and the CRPS cost against no guidance",
+    )
+    parser.add_argument(
+        "--no-member-rows", action="store_true", help="skip the <method>_member rows"
+    )
+    return parser
+
+
+def _select_methods(spec: str | None) -> list[str]:
+    if spec is None:
+        have_pysteps = baselines.pysteps_available()
+        return [m for m in ALL_METHODS if have_pysteps or m not in baselines.NEEDS_PYSTEPS]
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)}")
+    if not baselines.pysteps_available():
+        missing = [m for m in methods if m in baselines.NEEDS_PYSTEPS]
+        if missing:
+            raise ValueError(
+                f"{missing} need pySTEPS, which is not installed: "
+                "pip install 'prediff-nowcast[baselines]'"
+            )
+    return methods
+
+
+class ModelForecaster:
+    """The model of a folder behind the harness's forecaster signature (loaded once).
+
+    guidance_scale: lambda of the knowledge-alignment guidance for constrained forecasts
+    (None = the model's `diffusion.guidance_scale`); it becomes the constraint's strength.
+    """
+
+    def __init__(self, weights: Path, steps: int | None, guidance_scale: float | None) -> None:
+        from models.pipeline import NowcastPipeline
+
+        self.pipeline = NowcastPipeline.from_model_dir(weights)
+        self.steps = steps
+        model_scale = float(self.pipeline.config.diffusion.guidance_scale)
+        if guidance_scale is None:
+            self.strength = 1.0
+        elif model_scale > 0:
+            self.strength = guidance_scale / model_scale
+        else:
+            raise ValueError("the model's guidance_scale is 0; --guidance-scale cannot rescale it")
+
+    @property
+    def frames_out(self) -> int:
+        return int(self.pipeline.config.frames_out)
+
+    def __call__(
+        self,
+        past_mm_h: np.ndarray,
+        n_leads: int,
+        members: int,
+        seed: int,
+        target_mm_h: float | None = None,
+    ) -> np.ndarray:
+        """(`(members, n_leads, H, W)` float32) [mm h-1] from past (`(T, H, W)`) [mm h-1]."""
+        from models.pipeline import IntensityConstraint
+
+        constraint = None
+        if target_mm_h is not None:
+            constraint = IntensityConstraint(target_mm_h=target_mm_h, strength=self.strength)
+        forecast = self.pipeline.forecast(
+            past_mm_h, members=members, steps=self.steps, seed=seed, constraint=constraint
+        )
+        return np.asarray(forecast, dtype=np.float32)[:, :n_leads]
+
+
+def _baseline_forecaster(name: str, case: Case) -> Forecaster:
+    method = baselines.get_method(name)
+
+    def forecast(past: np.ndarray, n_leads: int, members: int, seed: int) -> np.ndarray:
+        if name == "steps":
+            # the protocol fixes STEPS at 20 members, seed 42 whatever the model runs with
+            members, seed = baselines.STEPS_MEMBERS, baselines.STEPS_SEED
+        return method(
+            past,
+            n_leads,
+            interval_s=case.interval_s,
+            pixel_size_km=case.pixel_size_km,
+            members=members,
+            seed=seed,
+        )
+
+    return forecast
+
+
+def _timed(forecast: Callable[..., np.ndarray], *args: Any) -> tuple[np.ndarray, float]:
+    """`forecast(*args)` and its wall-clock time [s]."""
+    start = time.perf_counter()
+    result = forecast(*args)
+    return result, time.perf_counter() - start
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3f}"
+
+
+def format_table(rows: list[tuple[str, dict[str, float], float]], title: str) -> str:
+    """A fixed-width table: one row per (method, scores, runtime_s)."""
+    headers = ["method", *SCORE_NAMES, "runtime_s"]
+    body = [[name, *(_fmt(s[n]) for n in SCORE_NAMES), f"{rt:.2f}"] for name, s, rt in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    lines = [
+        title,
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        ),
+    ]
+    for row in body:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def mean_over_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{method: {score or "runtime_s": mean over cases}} (NaN scores left out of a mean)."""
+    means: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == method]
+        means[method] = {}
+        for name in SCORE_NAMES:
+            values = np.array([r["scores"][name] for r in rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            means[method][name] = float(finite.mean()) if finite.size else float("nan")
+        means[method]["runtime_s"] = float(np.mean([r["runtime_s"] for r in rows]))
+    return means
+
+
+def _alignment_rows(
+    model: ModelForecaster,
+    case: Case,
+    n_leads: int,
+    members: int,
+    seed: int,
+    unguided: np.ndarray,
+    unguided_crps: float,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    observed = case.future[:n_leads]
+    true_mean = float(observed.mean())
+    unguided_mean = float(unguided.mean())
+    rows = []
+    for factor in ALIGNMENT_TARGET_FACTORS:
+        target = factor * true_mean
+        guided, runtime = _timed(model, case.past, n_leads, members, seed, target)
+        guided_crps = score_forecast(guided, observed, rng, case.pixel_size_km, False)[""]["CRPS"]
+        rows.append(
+            {
+                "case": case.case_id,
+                "target_factor": factor,
+                "target_mm_h": target,
+                "unguided_mean_mm_h": unguided_mean,
+                "guided_mean_mm_h": float(guided.mean()),
+                "rel_error_unguided": _relative_error(unguided_mean, target),
+                "rel_error_guided": _relative_error(float(guided.mean()), target),
+                "CRPS_unguided": unguided_crps,
+                "CRPS_guided": guided_crps,
+                "runtime_s": runtime,
+            }
+        )
+    return rows
+
+
+def _relative_error(value: float, target: float) -> float:
+    return abs(value - target) / target if target > 0 else float("nan")
+
+
+def format_alignment(rows: list[dict[str, Any]]) -> str:
+    """The alignment table: per case and target, then the mean per target factor."""
+    keys = (
+        "target_mm_h",
+        "unguided_mean_mm_h",
+        "guided_mean_mm_h",
+        "rel_error_unguided",
+        "rel_error_guided",
+        "CRPS_unguided",
+        "CRPS_guided",
+    )
+    lines = [
+        "knowledge alignment: target = factor x true future mean",
+        f"{'case':<22} {'factor':>6} " + " ".join(f"{k:>18}" for k in keys),
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['case']:<22} {row['target_factor']:>6g} "
+            + " ".join(f"{_fmt(row[k]):>18}" for k in keys)
+        )
+    for factor in ALIGNMENT_TARGET_FACTORS:
+        subset = [r for r in rows if r["target_factor"] == factor]
+        if subset:
+            means = {k: float(np.nanmean([r[k] for r in subset])) for k in keys}
+            lines.append(
+                f"{'mean':<22} {factor:>6g} " + " ".join(f"{_fmt(means[k]):>18}" for k in keys)
+            )
+    return "\n".join(lines)
+
+
+def _load_cases(paths: Sequence[Path], wanted: set[str] | None) -> list[Case]:
+    cases: list[Case] = []
+    for path in paths:
+        try:
+            file_cases = [c for c in iter_cases(path) if wanted is None or c.case_id in wanted]
+        except NoCasesError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        cases.extend(file_cases)
+    return cases
+
+
+def _evaluate_case(
+    case: Case,
+    methods: list[str],
+    model: ModelForecaster | None,
+    n_leads: int,
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+    """Score every method on one case: its JSON records and the model's forecast (if run)."""
+    observed = case.future[:n_leads]
+    records: list[dict[str, Any]] = []
+    model_forecast = None
+    for method in methods:
+        if method == MODEL:
+            assert model is not None
+            forecast, runtime = _timed(
+                model, case.past, n_leads, args.members, args.seed, args.target_mm_h
+            )
+            model_forecast = forecast
+        else:
+            forecaster = _baseline_forecaster(method, case)
+            forecast, runtime = _timed(forecaster, case.past, n_leads, args.members, args.seed)
+        rows = score_forecast(forecast, observed, rng, case.pixel_size_km, not args.no_member_rows)
+        for suffix, scores in rows.items():
+            records.append(
+                {
+                    "case": case.case_id,
+                    "method": method + suffix,
+                    "scores": scores,
+                    "runtime_s": runtime,
+                }
+            )
+    return records, model_forecast
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every method on every case; print the tables; return the JSON document."""
+    methods = _select_methods(args.methods)
+    wanted = {c.strip() for c in args.cases.split(",")} if args.cases else None
+    cases = _load_cases(args.data, wanted)
+    if not cases:
+        raise ValueError("no protocol cases in the given files (see the messages above)")
+    if wanted is not None and (missing := wanted - {c.case_id for c in cases}):
+        raise ValueError(f"case id(s) not found in the given files: {sorted(missing)}")
+
+    model = None
+    n_leads = FRAMES_OUT
+    if MODEL in methods or args.alignment_report:
+        model = ModelForecaster(args.weights, args.steps, args.guidance_scale)
+        if model.frames_out < FRAMES_OUT:
+            n_leads = model.frames_out
+            print(
+                f"note: the model forecasts {n_leads} frames; every method is scored on the "
+                f"first {n_leads} leads (the protocol has {FRAMES_OUT})",
+                file=sys.stderr,
+            )
+
+    rng = np.random.default_rng(args.seed)
+    records: list[dict[str, Any]] = []
+    alignment: list[dict[str, Any]] = []
+    for case in cases:
+        case_records, model_forecast = _evaluate_case(case, methods, model, n_leads, args, rng)
+        records.extend(case_records)
+        table_rows = [(r["method"], r["scores"], r["runtime_s"]) for r in case_records]
+        print(format_table(table_rows, f"case {case.case_id}") + "\n", flush=True)
+        if args.alignment_report:
+            assert model is not None
+            if model_forecast is None or args.target_mm_h is not None:
+                # the reference is the unguided model
+                model_forecast = model(case.past, n_leads, args.members, args.seed)
+            scores = score_forecast(model_forecast, case.future[:n_leads], rng, member_row=False)
+            alignment.extend(
+                _alignment_rows(
+                    model,
+                    case,
+                    n_leads,
+                    args.members,
+                    args.seed,
+                    model_forecast,
+                    scores[""]["CRPS"],
+                    rng,
+                )
+            )
+
+    means = mean_over_cases(records)
+    mean_rows = [(m, s, s["runtime_s"]) for m, s in means.items()]
+    print(format_table(mean_rows, f"mean over {len(cases)} cases"))
+    if alignment:
+        print("\n" + format_alignment(alignment))
+
+    document: dict[str, Any] = {
+        "cases": [
+            {
+                "case": r["case"],
+                "method": r["method"],
+                "scores": {k: _json_number(v) for k, v in r["scores"].items()},
+                "runtime_s": r["runtime_s"],
+            }
+            for r in records
+        ],
+        "mean": {m: {k: _json_number(v) for k, v in s.items()} for m, s in means.items()},
+        "settings": {
+            "members": args.members,
+            "steps": args.steps,
+            "seed": args.seed,
+            "n_leads": n_leads,
+            "methods": methods,
+            "weights": str(args.weights) if model is not None else None,
+            "data": [str(p) for p in args.data],
+            "member_rows_suffix": MEMBER_SUFFIX,
+        },
+    }
+    if alignment:
+        document["alignment"] = [
+            {k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()}
+            for row in alignment
+        ]
+    return document
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.members < 1:
+        print("nowcast evaluate: --members must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        document = run_evaluation(args)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+        print(f"nowcast evaluate: {error}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
