@@ -14,7 +14,10 @@ not negative, not absurd).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,8 @@ from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
 
 from models.config import ModelConfig
 from models.units import MARSHALL_PALMER_A, MARSHALL_PALMER_B, dbz_to_mm_h
+
+logger = logging.getLogger(__name__)
 
 RAIN_RATE_STANDARD_NAME = "lwe_precipitation_rate"
 REFLECTIVITY_STANDARD_NAME = "equivalent_reflectivity_factor"
@@ -178,13 +183,16 @@ def read_radar_netcdf(
     _check_signature(data)
     nc = _open_in_memory(data)
     try:
-        with NETCDF4_PYTHON_LOCK:
-            layout = _inspect_header(nc, config)
-        ds = _open_with_xarray(nc, layout)
-        times = _check_time_axis(ds, layout, config)
-        grid = _grid_of(ds, layout)
-        frames = ds[layout.var].isel({layout.time_dim: slice(-config.frames_in, None)})
-        rain_mm_h = _rain_rate_of(frames, layout, zr_a=zr_a, zr_b=zr_b, max_mm_h=max_rain_mm_h)
+        with _read_errors_as_unreadable(len(data)):
+            with NETCDF4_PYTHON_LOCK:
+                layout = _inspect_header(nc, config)
+            ds = _open_with_xarray(nc, layout)
+            times = _check_time_axis(ds, layout, config)
+            grid = _grid_of(ds, layout)
+            frames = ds[layout.var].isel({layout.time_dim: slice(-config.frames_in, None)})
+            # the only bulk read: frames_in x H x W, bounded by the header checks above
+            values = np.asarray(frames.values, dtype=np.float64)
+        rain_mm_h = _rain_rate_of(values, layout, zr_a=zr_a, zr_b=zr_b, max_mm_h=max_rain_mm_h)
         source_attrs = {str(k): _plain(v) for k, v in ds.attrs.items()}
     finally:
         with NETCDF4_PYTHON_LOCK:
@@ -219,18 +227,39 @@ def _check_signature(data: bytes) -> None:
     )
 
 
+def _unreadable(exc: BaseException, size: int) -> RadarInputError:
+    return RadarInputError(
+        400,
+        "unreadable-netcdf",
+        f"the file starts like NetCDF but cannot be read ({_short(exc)}); it is probably "
+        f"truncated or corrupt ({size} bytes received): check that the whole file was uploaded "
+        "and that it opens with ncdump or xarray",
+    )
+
+
 def _open_in_memory(data: bytes) -> netCDF4.Dataset:
     try:
         with NETCDF4_PYTHON_LOCK:
             return netCDF4.Dataset("radar-input.nc", mode="r", memory=data)
     except Exception as exc:  # the C library reports corruption as OSError or RuntimeError
-        raise RadarInputError(
-            400,
-            "unreadable-netcdf",
-            f"the file starts like NetCDF but cannot be read ({_short(exc)}); it is probably "
-            f"truncated or corrupt ({len(data)} bytes received): check that the whole file was "
-            "uploaded and that it opens with ncdump -h or xarray",
-        ) from None
+        raise _unreadable(exc, len(data)) from None
+
+
+@contextlib.contextmanager
+def _read_errors_as_unreadable(size: int) -> Iterator[None]:
+    """Turn any failure to read a corrupt file into a 400, never a 5xx.
+
+    The C library reports a header that promises data the file lacks, or a damaged attribute, as
+    OSError, RuntimeError or AttributeError, and xarray may wrap them: past the signature check,
+    every exception that is not already a RadarInputError is the file's fault.
+    """
+    try:
+        yield
+    except RadarInputError:
+        raise
+    except Exception as exc:
+        logger.info("unreadable radar input: %s", _short(exc))
+        raise _unreadable(exc, size) from None
 
 
 def _inspect_header(nc: netCDF4.Dataset, config: ModelConfig) -> _Layout:
@@ -467,7 +496,7 @@ def _open_with_xarray(nc: netCDF4.Dataset, layout: _Layout) -> xr.Dataset:
             mask_and_scale=True,
             cache=False,
         )
-    except Exception as exc:
+    except (ValueError, OverflowError) as exc:  # CF decoding: out-of-range or unparsable dates
         time_units = getattr(nc.variables[layout.time_dim], "units", None)
         raise RadarInputError(
             422,
@@ -554,10 +583,9 @@ def _grid_of(ds: xr.Dataset, layout: _Layout) -> xr.Dataset:
 
 
 def _rain_rate_of(
-    frames: xr.DataArray, layout: _Layout, *, zr_a: float, zr_b: float, max_mm_h: float
+    values: np.ndarray, layout: _Layout, *, zr_a: float, zr_b: float, max_mm_h: float
 ) -> np.ndarray:
-    """`(T_in, H, W)` float32 rain rate [mm h-1] of the chosen frames, NaN = no coverage."""
-    values = np.asarray(frames.values, dtype=np.float64)
+    """`(T_in, H, W)` float32 rain rate [mm h-1] from the decoded frames (NaN = no coverage)."""
     name = layout.var
     if np.isnan(values).all():
         raise RadarInputError(
