@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from models.evaluation import baselines
-from models.evaluation.cases import FRAMES_OUT, Case, NoCasesError, iter_cases
+from models.evaluation.cases import CROP_PX, FRAMES_OUT, Case, NoCasesError, iter_cases
 from models.evaluation.scoring import MEMBER_SUFFIX, SCORE_NAMES, score_forecast
 
 MODEL = "model"
@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--no-member-rows", action="store_true", help="skip the <method>_member rows"
+    )
+    parser.add_argument(
+        "--crop-px",
+        type=int,
+        default=CROP_PX,
+        help="crop side in pixels (default %(default)s = the protocol; smaller for quick checks)",
     )
     return parser
 
@@ -284,11 +290,15 @@ def format_alignment(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _load_cases(paths: Sequence[Path], wanted: set[str] | None) -> list[Case]:
+def _load_cases(paths: Sequence[Path], wanted: set[str] | None, crop_px: int) -> list[Case]:
     cases: list[Case] = []
     for path in paths:
         try:
-            file_cases = [c for c in iter_cases(path) if wanted is None or c.case_id in wanted]
+            file_cases = [
+                c
+                for c in iter_cases(path, crop_px=crop_px)
+                if wanted is None or c.case_id in wanted
+            ]
         except NoCasesError as error:
             print(f"skipped: {error}", file=sys.stderr)
             continue
@@ -335,7 +345,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method on every case; print the tables; return the JSON document."""
     methods = _select_methods(args.methods)
     wanted = {c.strip() for c in args.cases.split(",")} if args.cases else None
-    cases = _load_cases(args.data, wanted)
+    cases = _load_cases(args.data, wanted, args.crop_px)
     if not cases:
         raise ValueError("no protocol cases in the given files (see the messages above)")
     if wanted is not None and (missing := wanted - {c.case_id for c in cases}):
@@ -402,6 +412,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             "steps": args.steps,
             "seed": args.seed,
             "n_leads": n_leads,
+            "crop_px": args.crop_px,
             "methods": methods,
             "weights": str(args.weights) if model is not None else None,
             "data": [str(p) for p in args.data],
