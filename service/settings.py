@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # models/weights/small-v1 inside the installed package (or the source tree with `pip install -e`)
@@ -115,9 +115,23 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(
         default=0.5, gt=0, description="progress written at most this often"
     )
+    worker_drain_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="on SIGTERM, finish the jobs in hand if done within this, else release them",
+    )
     worker_poll_s: float = Field(
         default=1.0, gt=0, description="how long a worker blocks waiting for new jobs"
     )
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        if self.lease_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s}) must be at least twice heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}), or live workers lose their jobs"
+            )
+        return self
 
     def resolved_model_dir(self) -> Path | None:
         """The configured or shipped model folder, or None when neither exists."""

@@ -16,10 +16,6 @@ from typing import Any
 
 from service.queue.constants import JobStatus
 
-DEFAULT_THRESHOLDS_MM_H = (0.1, 1.0, 5.0, 10.0)
-PRODUCTS = ("members", "mean", "exceedance", "percentiles")
-DEFAULT_PRODUCTS = ("members", "mean", "exceedance")
-
 
 def now_ms() -> int:
     """Wall-clock time [ms since the Unix epoch]."""
@@ -42,19 +38,24 @@ class Constraint:
 
 @dataclass(frozen=True)
 class JobParams:
-    """What the client asked for; validated by the API before it becomes a job."""
+    """What the client asked for, validated and completed (steps, seed) by the API.
+
+    `thresholds_mm_h` [mm h-1] are those of the exceedance probabilities, `percentiles` [%] those
+    of the percentile product; `products` names the output variables (see `service.netcdf_io`).
+    """
 
     members: int
     steps: int
     seed: int
-    constraint: Constraint | None = None
-    products: tuple[str, ...] = DEFAULT_PRODUCTS
-    thresholds_mm_h: tuple[float, ...] = DEFAULT_THRESHOLDS_MM_H
+    constraint: Constraint | None
+    products: tuple[str, ...]
+    thresholds_mm_h: tuple[float, ...]
+    percentiles: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["products"] = list(self.products)
-        data["thresholds_mm_h"] = list(self.thresholds_mm_h)
+        for name in ("products", "thresholds_mm_h", "percentiles"):
+            data[name] = list(data[name])
         return data
 
     @classmethod
@@ -65,10 +66,9 @@ class JobParams:
             steps=int(data["steps"]),
             seed=int(data["seed"]),
             constraint=Constraint(**constraint) if constraint else None,
-            products=tuple(data.get("products", DEFAULT_PRODUCTS)),
-            thresholds_mm_h=tuple(
-                float(t) for t in data.get("thresholds_mm_h", DEFAULT_THRESHOLDS_MM_H)
-            ),
+            products=tuple(str(p) for p in data["products"]),
+            thresholds_mm_h=tuple(float(t) for t in data["thresholds_mm_h"]),
+            percentiles=tuple(float(p) for p in data["percentiles"]),
         )
 
 

@@ -36,7 +36,15 @@ def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[JobStore]:
 
 
 def make_job(tenant: str = "alpha", seed: int = 1) -> Job:
-    params = JobParams(members=2, steps=3, seed=seed)
+    params = JobParams(
+        members=2,
+        steps=3,
+        seed=seed,
+        constraint=None,
+        products=("mean",),
+        thresholds_mm_h=(1.0,),
+        percentiles=(50.0,),
+    )
     return Job(
         id=new_job_id(), tenant=tenant, params=params, input_shape=(7, 32, 32), input_sha256="x"
     )

@@ -1,0 +1,93 @@
+"""Dependencies of the routes: service state, store, the caller's tenant, the caller's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi import Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from models.metadata import ModelMetadata
+from service.api.auth import ANONYMOUS_TENANT, ApiKeys
+from service.api.errors import ProblemError
+from service.queue.jobs import Job
+from service.queue.store import JobStore
+from service.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    """Everything a request may need, built once by `create_app`."""
+
+    settings: Settings
+    store: JobStore
+    model: ModelMetadata
+    model_dir: Path
+    api_keys: ApiKeys | None  # None = auth off
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_store(state: StateDep) -> JobStore:
+    return state.store
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer <key>`")
+
+
+def get_tenant(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The tenant of the caller's API key; 401 without a valid key (when auth is on)."""
+    if state.api_keys is None:
+        return ANONYMOUS_TENANT
+    challenge = {"WWW-Authenticate": 'Bearer realm="nowcast"'}
+    if credentials is None or not credentials.credentials:
+        raise ProblemError(
+            401,
+            "missing-api-key",
+            "this service needs an API key: send `Authorization: Bearer <key>`",
+            headers=challenge,
+        )
+    tenant = state.api_keys.tenant_for(credentials.credentials)
+    if tenant is None:
+        raise ProblemError(
+            401,
+            "invalid-api-key",
+            "the API key is not valid; check it for typos or ask the operator for a new one",
+            headers=challenge,
+        )
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+JobIdPath = Annotated[str, PathParam(description="job id (UUID)", max_length=64)]
+
+
+def get_owned_job(job_id: JobIdPath, tenant: TenantDep, store: StoreDep) -> Job:
+    """The job if it exists and belongs to the caller's tenant; otherwise 404 (never 403, so
+    other tenants' job ids cannot be probed)."""
+    job = store.get(job_id)
+    if job is None or job.tenant != tenant:
+        raise ProblemError(
+            404,
+            "job-not-found",
+            f"no nowcast job {job_id!r} for this API key; jobs expire after some days, "
+            "list yours with GET /v1/nowcasts",
+        )
+    return job
+
+
+OwnedJobDep = Annotated[Job, Depends(get_owned_job)]

@@ -1,0 +1,1 @@
+"""One router per resource: nowcasts (jobs), models, health (healthz, readyz, metrics)."""

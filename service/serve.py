@@ -1,0 +1,118 @@
+"""`nowcast serve`: the HTTP API plus N workers.
+
+With `NOWCAST_REDIS_URL` set, the workers are `nowcast worker` child processes (restarted if one
+dies) and any number of other worker processes may join the same Redis. Without it, the queue is
+embedded in this process and the N workers run as threads beside the API. `--workers 0` runs the
+API alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+from service.log import configure_logging
+from service.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+_RESTART_BACKOFF_S = 5.0
+
+
+class WorkerProcesses:
+    """Keeps N `nowcast worker` child processes running until `stop()`."""
+
+    def __init__(self, count: int, drain_s: float) -> None:
+        self.count = count
+        self.drain_s = drain_s
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+
+    def start(self) -> None:
+        self.procs = [self._spawn(i) for i in range(self.count)]
+        self._watcher.start()
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
+        logger.info("worker process %d started (pid %d)", index, proc.pid)
+        return proc
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(_RESTART_BACKOFF_S):
+            for index, proc in enumerate(self.procs):
+                if proc.poll() is not None and not self._stopping.is_set():
+                    logger.warning(
+                        "worker process %d (pid %d) exited with %s; restarting it",
+                        index,
+                        proc.pid,
+                        proc.returncode,
+                    )
+                    self.procs[index] = self._spawn(index)
+
+    def stop(self) -> None:
+        """SIGTERM every worker (they finish or release their jobs), then wait for them."""
+        self._stopping.set()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + self.drain_s + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the API (uvicorn) and the workers; returns when the server stops."""
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="nowcast serve",
+        description="HTTP API plus N workers (embedded queue unless NOWCAST_REDIS_URL is set).",
+    )
+    parser.add_argument("--host", default=settings.host, help=f"bind address ({settings.host})")
+    parser.add_argument("--port", type=int, default=settings.port, help=f"port ({settings.port})")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (Redis) or threads (embedded); 0 = the API alone (default 1)",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be >= 0")
+    configure_logging(args.log_level)
+
+    import uvicorn
+
+    from service.api.app import create_app
+
+    workers: WorkerProcesses | None = None
+    if settings.redis_url:
+        # the app first: it resolves (and if need be creates) the model folder the workers load
+        app = create_app(settings)
+        if args.workers:
+            workers = WorkerProcesses(args.workers, settings.worker_drain_s)
+            workers.start()
+    else:
+        app = create_app(settings, embedded_workers=args.workers)
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.worker_drain_s) + 5,
+        )
+    finally:
+        if workers is not None:
+            workers.stop()
+    return 0

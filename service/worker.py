@@ -1,0 +1,468 @@
+"""The worker: `nowcast worker` (one process) and the embedded worker threads of `nowcast serve`.
+
+A worker loads the model once (VAE encoder as an ONNX Runtime session, denoiser and alignment net
+in torch on CUDA when available), warms it up, then loops: claim up to `worker_batch_size` jobs,
+run those with the same grid and steps as one `forecast_batch`, write each forecast as CF-NetCDF
+and store it. Jobs run in the worker's own process (no fork: CUDA does not survive it).
+
+While jobs are in hand a heartbeat thread renews their leases and the worker's heartbeat; the
+sampler callback writes progress (at most every `progress_interval_s`) and checks cancellation
+flags after every step. On SIGTERM the worker takes no new work and finishes the jobs in hand if
+that takes less than `worker_drain_s`; otherwise, or on a second SIGTERM, it releases them back to
+the queue. Outcomes go through `handle_success` / `handle_failure` / `handle_dismissed`.
+
+This module imports torch only inside `Worker.load`, so the API process can import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.log import configure_logging
+from service.netcdf_io import RadarInput, RadarInputError, read_radar_netcdf, write_forecast_netcdf
+from service.queue.constants import HIST_BATCH_SIZE, HIST_QUEUE_WAIT_S, HIST_RUN_S
+from service.queue.jobs import Job
+from service.queue.store import Delivery, JobStore, create_store
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class _Cancelled(Exception):
+    """Raised from the sampler callback: these jobs were cancelled."""
+
+    def __init__(self, job_ids: set[str]) -> None:
+        super().__init__(f"cancelled: {sorted(job_ids)}")
+        self.job_ids = job_ids
+
+
+class _Released(Exception):
+    """Raised from the sampler callback: shutting down, give the jobs back."""
+
+
+@dataclass
+class _Task:
+    delivery: Delivery
+    job: Job
+    radar: RadarInput
+
+
+def new_consumer_id() -> str:
+    """`<host>-<pid>-<random>`: unique per worker, and it names the process for operators."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    """One consumer of the job queue.
+
+    Parameters
+    ----------
+    settings : Settings
+        Batch size, lease, progress interval, drain time, device, Z-R relation.
+    store : JobStore
+        Where jobs come from and results go.
+    model_dir : Path
+        The model folder to load (`service.model_source.resolve_model_dir`).
+    consumer : str, optional
+        Consumer name in the queue (default: `new_consumer_id()`).
+    """
+
+    def __init__(
+        self, settings: Settings, store: JobStore, model_dir: Path, consumer: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.model_dir = Path(model_dir)
+        self.consumer = consumer or new_consumer_id()
+        self.pipeline: Any = None
+        self._in_hand: list[Delivery] = []
+        self._in_hand_lock = threading.Lock()
+        self._stop_seen_at: float | None = None
+        self._release_now = threading.Event()
+
+    # ------------------------------------------------------------------ set-up
+    def load(self) -> None:
+        """Load the model once and run one tiny forecast so the first job pays no warm-up."""
+        from models.metadata import read_model_metadata
+        from models.pipeline import ForecastRequest, NowcastPipeline
+
+        device = resolve_device(self.settings.device)
+        started = time.monotonic()
+        self.pipeline = NowcastPipeline.from_model_dir(
+            self.model_dir, device=device, encoder_backend="onnx"
+        )
+        self.metadata = self.pipeline.metadata or read_model_metadata(self.model_dir)
+        config = self.pipeline.config
+        side = config.grid_factor
+        self.pipeline.forecast_batch(
+            [
+                ForecastRequest(
+                    np.zeros((config.frames_in, side, side), np.float32), 1, steps=1, seed=0
+                )
+            ]
+        )
+        logger.info(
+            "worker %s ready in %.1f s: model %s %s from %s; torch device %s; encoder %s; "
+            "decoder %s",
+            self.consumer,
+            time.monotonic() - started,
+            self.metadata.name,
+            self.metadata.version,
+            self.model_dir,
+            device,
+            self.pipeline.encoder_backend,
+            self.pipeline.decoder_backend,
+        )
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, stop: threading.Event) -> None:
+        """Claim and run jobs until `stop` is set; then drain (see module docstring)."""
+        if self.pipeline is None:
+            self.load()
+        self._stop = stop
+        beat = threading.Thread(
+            target=self._heartbeat_loop,
+            args=(stop,),
+            name=f"heartbeat-{self.consumer}",
+            daemon=True,
+        )
+        self.store.heartbeat(self.consumer)
+        beat.start()
+        try:
+            while not stop.is_set():
+                try:
+                    deliveries = self.store.claim(
+                        self.consumer, self.settings.worker_batch_size, self.settings.worker_poll_s
+                    )
+                except Exception:
+                    logger.exception("worker %s: cannot claim jobs; retrying", self.consumer)
+                    stop.wait(2.0)
+                    continue
+                if deliveries and not stop.is_set():
+                    self.process(deliveries)
+                elif deliveries:  # stopped between claim and start: hand them straight back
+                    for delivery in deliveries:
+                        self.store.release(delivery)
+        finally:
+            stop.set()
+            beat.join(timeout=5)
+            self.store.remove_worker(self.consumer)
+            logger.info("worker %s stopped", self.consumer)
+
+    def release_now(self) -> None:
+        """Give the jobs in hand back at the next sampler step (second SIGTERM)."""
+        self._release_now.set()
+
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        # keeps beating through a drain, so the leases of the jobs in hand stay ours
+        while not (stop.is_set() and not self._holding()):
+            try:
+                self.store.heartbeat(self.consumer)
+                with self._in_hand_lock:
+                    in_hand = list(self._in_hand)
+                self.store.renew_leases(self.consumer, in_hand)
+            except Exception as exc:
+                logger.warning("worker %s: heartbeat failed: %s", self.consumer, exc)
+            time.sleep(self.settings.heartbeat_interval_s)
+
+    def _holding(self) -> bool:
+        with self._in_hand_lock:
+            return bool(self._in_hand)
+
+    # ------------------------------------------------------------------ one claim
+    def process(self, deliveries: list[Delivery]) -> None:
+        """Start the claimed jobs, read their inputs, run them grouped by grid and steps."""
+        with self._in_hand_lock:
+            self._in_hand = list(deliveries)
+        try:
+            tasks = [task for d in deliveries if (task := self._start(d)) is not None]
+            groups: dict[tuple[Any, ...], list[_Task]] = defaultdict(list)
+            for task in tasks:
+                groups[(task.radar.rain_mm_h.shape, task.job.params.steps)].append(task)
+            for group in groups.values():
+                self._run_group(group)
+        finally:
+            with self._in_hand_lock:
+                self._in_hand = []
+
+    def _start(self, delivery: Delivery) -> _Task | None:
+        started = self.store.start(delivery, self.consumer)
+        if started.outcome != "run":
+            level = logging.WARNING if started.outcome == "dead_lettered" else logging.INFO
+            logger.log(level, "job=%s not run: %s", delivery.job_id, started.outcome)
+            return None
+        job = started.job
+        assert job is not None
+        if job.deliveries == 1:
+            self.store.observe(HIST_QUEUE_WAIT_S, (job.started_ms - job.created_ms) / 1000)
+        else:
+            logger.warning("job=%s redelivered (delivery %d)", job.id, job.deliveries)
+        data = self.store.load_input(job.id)
+        if data is None:
+            self.handle_failure(
+                delivery,
+                job,
+                "input-expired",
+                f"the uploaded radar file expired ({self.settings.input_ttl_s} s) before a "
+                "worker got to the job; submit it again",
+            )
+            return None
+        try:
+            radar = read_radar_netcdf(
+                data, self.pipeline.config, zr_a=self.settings.zr_a, zr_b=self.settings.zr_b
+            )
+        except RadarInputError as exc:
+            self.handle_failure(delivery, job, exc.code, exc.detail)
+            return None
+        return _Task(delivery, job, radar)
+
+    def _run_group(self, group: list[_Task]) -> None:
+        """One forecast_batch over jobs of the same grid and steps; on a cancellation, the
+        cancelled jobs are dismissed and the others run again (their seeds make the rerun
+        identical)."""
+        from models.pipeline import ForecastRequest, IntensityConstraint
+
+        pending = list(group)
+        while pending:
+            steps = pending[0].job.params.steps
+            for task in pending:
+                self.store.set_progress(task.job.id, 0, steps)
+            requests = []
+            for task in pending:
+                params = task.job.params
+                constraint = (
+                    IntensityConstraint(params.constraint.target_mm_h, params.constraint.strength)
+                    if params.constraint
+                    else None
+                )
+                requests.append(
+                    ForecastRequest(
+                        past_mm_h=task.radar.rain_mm_h,
+                        members=params.members,
+                        steps=params.steps,
+                        seed=params.seed,
+                        constraint=constraint,
+                    )
+                )
+            on_step = _StepMonitor(self, [task.job.id for task in pending])
+            started = time.monotonic()
+            logger.info(
+                "running %d job(s) as one batch: %s",
+                len(pending),
+                ", ".join(f"job={t.job.id}" for t in pending),
+            )
+            try:
+                forecasts = self.pipeline.forecast_batch(requests, on_step)
+            except _Cancelled as cancelled:
+                for task in pending:
+                    if task.job.id in cancelled.job_ids:
+                        self.handle_dismissed(task)
+                pending = [t for t in pending if t.job.id not in cancelled.job_ids]
+                continue
+            except _Released:
+                for task in pending:
+                    self.store.release(task.delivery)
+                    logger.info("job=%s released back to the queue (shutdown)", task.job.id)
+                return
+            except Exception as exc:
+                logger.exception("forecast failed for %d job(s)", len(pending))
+                for task in pending:
+                    self.handle_failure(
+                        task.delivery,
+                        task.job,
+                        "forecast-failed",
+                        f"the forecast failed in the worker ({type(exc).__name__}: {exc}); "
+                        "report the job id to the operator",
+                    )
+                return
+            self.store.observe(HIST_BATCH_SIZE, len(pending))
+            for task, forecast in zip(pending, forecasts, strict=True):
+                self.handle_success(task, forecast, started)
+            return
+
+    # ------------------------------------------------------------------ outcomes
+    def handle_success(self, task: _Task, forecast_mm_h: np.ndarray, started: float) -> None:
+        """Write the output NetCDF and store it (the store acknowledges the job after)."""
+        job, params = task.job, task.job.params
+        try:
+            data = write_forecast_netcdf(
+                forecast_mm_h,
+                task.radar,
+                interval_s=self.pipeline.config.interval_s,
+                thresholds_mm_h=params.thresholds_mm_h,
+                products=params.products,
+                percentiles=params.percentiles,
+                attrs={
+                    "model_name": self.metadata.name,
+                    "model_version": self.metadata.version,
+                    "weights_sha256": self.metadata.weights_checksum,
+                    "job_id": job.id,
+                    "steps": params.steps,
+                    "seed": params.seed,
+                    "constraint": {
+                        "type": params.constraint.type,
+                        "target_mm_h": params.constraint.target_mm_h,
+                        "strength": params.constraint.strength,
+                    }
+                    if params.constraint
+                    else None,
+                },
+            )
+        except Exception as exc:
+            logger.exception("job=%s: writing the forecast NetCDF failed", job.id)
+            self.handle_failure(
+                task.delivery,
+                job,
+                "output-failed",
+                f"writing the forecast file failed ({type(exc).__name__}: {exc}); report the "
+                "job id to the operator",
+            )
+            return
+        stored = self.store.complete(task.delivery, data)
+        run_s = time.monotonic() - started
+        self.store.observe(HIST_RUN_S, run_s)
+        status = stored.status.value if stored else "gone"
+        logger.info(
+            "job=%s finished in %.1f s (%d bytes); status %s", job.id, run_s, len(data), status
+        )
+
+    def handle_failure(self, delivery: Delivery, job: Job, code: str, detail: str) -> None:
+        self.store.fail(delivery, code, detail)
+        logger.warning("job=%s failed: %s", job.id, code)
+
+    def handle_dismissed(self, task: _Task) -> None:
+        self.store.dismiss(task.delivery)
+        logger.info("job=%s dismissed at the client's request", task.job.id)
+
+    def draining_too_long(self) -> bool:
+        """True when the jobs in hand should be released rather than finished."""
+        if self._release_now.is_set():
+            return True
+        stop = getattr(self, "_stop", None)
+        if stop is None or not stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._stop_seen_at is None:
+            self._stop_seen_at = now
+            logger.info(
+                "worker %s stopping: finishing the jobs in hand (up to %.0f s)",
+                self.consumer,
+                self.settings.worker_drain_s,
+            )
+        return now - self._stop_seen_at > self.settings.worker_drain_s
+
+
+class _StepMonitor:
+    """The sampler callback: progress (throttled), cancellation, shutdown."""
+
+    def __init__(self, worker: Worker, job_ids: list[str]) -> None:
+        self.worker = worker
+        self.job_ids = job_ids
+        self.last_progress = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        store = self.worker.store
+        now = time.monotonic()
+        if step == total or now - self.last_progress >= self.worker.settings.progress_interval_s:
+            for job_id in self.job_ids:
+                store.set_progress(job_id, step, total)
+            self.last_progress = now
+        cancelled = store.cancel_requested(self.job_ids)
+        if cancelled:
+            raise _Cancelled(cancelled)
+        if self.worker.draining_too_long():
+            raise _Released
+
+
+# ---------------------------------------------------------------------- embedded and CLI
+
+
+def start_worker_threads(
+    settings: Settings, store: JobStore, model_dir: Path, count: int, stop: threading.Event
+) -> list[threading.Thread]:
+    """Run `count` workers as threads of this process on `store` (embedded mode)."""
+    threads = []
+    for index in range(count):
+        worker = Worker(settings, store, model_dir, consumer=f"{new_consumer_id()}-t{index}")
+        thread = threading.Thread(
+            target=_run_embedded, args=(worker, stop), name=f"worker-{index}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def _run_embedded(worker: Worker, stop: threading.Event) -> None:
+    try:
+        worker.run(stop)
+    except Exception:
+        logger.exception("embedded worker %s crashed", worker.consumer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`nowcast worker`: one worker process on the Redis queue."""
+    parser = argparse.ArgumentParser(
+        prog="nowcast worker",
+        description="Run one worker on the Redis queue (NOWCAST_REDIS_URL). Without Redis, use "
+        "`nowcast serve --workers N` (embedded queue).",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 when a worker sent a heartbeat recently, else 1",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    settings = get_settings()
+    if not settings.redis_url:
+        logger.error(
+            "nowcast worker needs a Redis queue: set NOWCAST_REDIS_URL (e.g. "
+            "redis://localhost:6379/0), or run `nowcast serve --workers N` for the embedded queue"
+        )
+        return 2
+    store = create_store(settings)
+    if args.check:
+        alive = store.live_worker_count(settings.worker_heartbeat_max_age_s)
+        print(f"{alive} live worker(s)")
+        return 0 if alive else 1
+
+    from service.model_source import resolve_model_dir
+
+    worker = Worker(settings, store, resolve_model_dir(settings))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            logger.warning("second %s: releasing the jobs in hand", signal.Signals(signum).name)
+            worker.release_now()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.load()
+    worker.run(stop)
+    store.close()
+    return 0
