@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,8 +62,8 @@ def write_forecast_netcdf(
     attrs : mapping
         Job metadata for the global attributes: `model_name`, `model_version`, `weights_sha256`
         (-> `source`), `job_id`, `steps`, `seed` (omitted when None), `constraint` (dict or None,
-        written as a JSON string); optional `institution`, `title`, `references`, `comment`;
-        other str/int/float entries are copied as they are.
+        written as a JSON string; a string is taken as JSON already); optional `institution`,
+        `title`, `references`, `comment`; other str/int/float entries are copied as they are.
     mask_missing_coverage : bool
         Also mask pixels without coverage (NaN) in the last input frame.
 
@@ -122,7 +121,7 @@ def write_forecast_netcdf(
             {
                 **rate_attrs,
                 "long_name": "precipitation rate, ensemble mean",
-                "cell_methods": "realization: mean",
+                "comment": f"mean over the {n_members} members",
             },
         )
     if "exceedance" in products:
@@ -142,10 +141,7 @@ def write_forecast_netcdf(
         )
     if "percentiles" in products:
         levels = np.asarray(percentiles, dtype=np.float32)
-        with warnings.catch_warnings():
-            # pixels without coverage are NaN in every member on purpose
-            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-            values = np.nanpercentile(forecast, levels, axis=0).astype(np.float32)
+        values = percentiles_over_members(forecast, levels)
         ds = ds.assign_coords(percentile=("percentile", levels, _PERCENTILE_ATTRS))
         ds["precip_percentile"] = (
             ("percentile", *space),
@@ -184,6 +180,37 @@ _THRESHOLD_ATTRS = {
 _PERCENTILE_ATTRS = {"long_name": "percentile over ensemble members", "units": "%"}
 
 
+def percentiles_over_members(forecast_mm_h: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Percentiles over members, ignoring NaN members (NumPy's "linear" method).
+
+    Parameters
+    ----------
+    forecast_mm_h : np.ndarray
+        `(M, T, H, W)` float32 rain rate [mm h-1], NaN = missing.
+    levels : sequence of float
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    np.ndarray
+        `(P, T, H, W)` float32; NaN where every member is NaN.
+    """
+    # np.nanpercentile loops in Python over pixels (~50 s for 10 x 12 x 256 x 256); sorting once
+    # (NaN sorts last) and interpolating between order statistics is vectorised.
+    ordered = np.sort(forecast_mm_h, axis=0)
+    n_valid = np.sum(~np.isnan(forecast_mm_h), axis=0)
+    out = np.empty((len(levels), *forecast_mm_h.shape[1:]), dtype=np.float32)
+    for i, level in enumerate(levels):
+        position = np.maximum(level / 100.0 * (n_valid - 1), 0.0)
+        below = np.floor(position).astype(np.intp)
+        above = np.minimum(below + 1, np.maximum(n_valid - 1, 0))
+        low = np.take_along_axis(ordered, below[None], axis=0)[0]
+        high = np.take_along_axis(ordered, above[None], axis=0)[0]
+        out[i] = low + (high - low) * (position - below)
+    out[:, n_valid == 0] = np.nan
+    return out
+
+
 def _global_attrs(
     radar: RadarInput, attrs: Mapping[str, Any], *, n_members: int, n_leads: int
 ) -> dict[str, Any]:
@@ -207,7 +234,9 @@ def _global_attrs(
         f"{str(radar.times[-1])[:19]}Z",
         "job_id": job_id,
         "members": np.int32(n_members),
-        "constraint": json.dumps(constraint, sort_keys=True),
+        "constraint": constraint
+        if isinstance(constraint, str)
+        else json.dumps(constraint, sort_keys=True),
         "input_converted_from_dbz": "true" if radar.converted_from_dbz else "false",
     }
     if steps is not None:
