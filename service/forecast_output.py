@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from service.radar_input import RAIN_RATE_STANDARD_NAME, RadarInput
+from service.radar_input import NETCDF_LIBRARY_LOCK, RAIN_RATE_STANDARD_NAME, RadarInput
 
 PRODUCTS = ("members", "mean", "exceedance", "percentiles")
 DEFAULT_PRODUCTS = ("members", "mean", "exceedance")
@@ -77,6 +77,8 @@ def write_forecast_netcdf(
     unknown = sorted(set(products) - set(PRODUCTS))
     if unknown or not products:
         raise ValueError(f"unknown or no products {unknown}; choose from {list(PRODUCTS)}")
+    if "percentiles" in products and not all(0 <= p <= 100 for p in percentiles):
+        raise ValueError(f"percentiles {list(percentiles)} must lie in [0, 100]")
     row_dim, col_dim = radar.dims
     height, width = radar.grid.sizes[row_dim], radar.grid.sizes[col_dim]
     if forecast.ndim != 4 or forecast.shape[2:] != (height, width):
@@ -157,7 +159,8 @@ def write_forecast_netcdf(
             ds[name].attrs["grid_mapping"] = grid_mapping
     ds.attrs = _global_attrs(radar, attrs, n_members=n_members, n_leads=n_leads)
     encoding = _encoding(ds, row_dim, col_dim)
-    return bytes(ds.to_netcdf(engine="netcdf4", format="NETCDF4", encoding=encoding))
+    with NETCDF_LIBRARY_LOCK:
+        return bytes(ds.to_netcdf(engine="netcdf4", format="NETCDF4", encoding=encoding))
 
 
 _PRODUCT_VARIABLES = ("precip", "precip_mean", "exceedance_probability", "precip_percentile")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 RAIN_RATE_STANDARD_NAME = "lwe_precipitation_rate"
 REFLECTIVITY_STANDARD_NAME = "equivalent_reflectivity_factor"
+
+# netCDF-C/HDF5 are not thread-safe, and xarray's own locks do not cover in-memory files: two
+# threads parsing or writing at once crash the process (measured: segfaults with 6 threads).
+# Every NetCDF read and write of the service holds this lock; the work is tens of milliseconds.
+NETCDF_LIBRARY_LOCK = threading.RLock()
 
 # Rates above this are refused as absurd (the wettest radar hours on record are ~300 mm/h).
 MAX_RAIN_MM_H = 500.0
@@ -181,6 +187,13 @@ def read_radar_netcdf(
     """
     data = bytes(data)
     _check_signature(data)
+    with NETCDF_LIBRARY_LOCK:
+        return _read_validated(data, config, zr_a=zr_a, zr_b=zr_b, max_rain_mm_h=max_rain_mm_h)
+
+
+def _read_validated(
+    data: bytes, config: ModelConfig, *, zr_a: float, zr_b: float, max_rain_mm_h: float
+) -> RadarInput:
     nc = _open_in_memory(data)
     try:
         with _read_errors_as_unreadable(len(data)):

@@ -8,6 +8,8 @@ of 64 to 4095 px. The hostile files are small but declare enormous shapes; readi
 would take gigabytes to terabytes.
 
 Used by the NetCDF tests and by the API/reliability tests (post each case, expect its status).
+Files are made under `NETCDF_LIBRARY_LOCK`, so making them beside a server thread that parses
+uploads is safe (netCDF-C is not thread-safe).
 
 >>> from tests.service.broken_netcdf import BROKEN_CASES
 >>> case = BROKEN_CASES["wrong_units"]
@@ -28,6 +30,8 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import xarray as xr
+
+from service.radar_input import NETCDF_LIBRARY_LOCK
 
 VALID_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "mch_20150515_64.nc"
 INTERVAL_S = 300
@@ -51,7 +55,7 @@ def valid_bytes() -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _fixture() -> xr.Dataset:
-    with xr.open_dataset(VALID_FIXTURE) as ds:
+    with NETCDF_LIBRARY_LOCK, xr.open_dataset(VALID_FIXTURE) as ds:
         return ds.load()
 
 
@@ -66,7 +70,8 @@ def to_bytes(ds: xr.Dataset, *, keep_encoding: bool = True) -> bytes:
         ds = ds.copy()
         for var in ds.variables.values():
             var.encoding = {}
-    return bytes(ds.to_netcdf(engine="netcdf4", format="NETCDF4"))
+    with NETCDF_LIBRARY_LOCK:
+        return bytes(ds.to_netcdf(engine="netcdf4", format="NETCDF4"))
 
 
 def _with_precip(values: np.ndarray) -> bytes:
@@ -222,7 +227,7 @@ def _declared_only(
     `n_time * height * width` fill values.
     """
     chunks = chunks or (1, min(height, 1024), min(width, 1024))
-    with tempfile.TemporaryDirectory() as tmp:
+    with NETCDF_LIBRARY_LOCK, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "declared.nc"
         nc = netCDF4.Dataset(path, "w", format="NETCDF4")
         nc.Conventions = "CF-1.8"
@@ -268,7 +273,7 @@ def billions_of_records_netcdf3() -> bytes:
     4-8, big-endian) is overwritten: the file stays 150 KiB.
     """
     ds = valid_dataset()
-    with tempfile.TemporaryDirectory() as tmp:
+    with NETCDF_LIBRARY_LOCK, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "classic.nc"
         ds.to_netcdf(
             path,
@@ -321,7 +326,7 @@ def valid_with_huge_unrelated_variable() -> bytes:
     A reader that decodes every variable (or loads every index) needs 24 GB; only precip and its
     coordinates matter, so this file must be accepted.
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    with NETCDF_LIBRARY_LOCK, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "extra.nc"
         path.write_bytes(valid_bytes())
         nc = netCDF4.Dataset(path, "a")

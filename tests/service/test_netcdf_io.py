@@ -264,6 +264,44 @@ def test_hostile_files_are_refused_under_a_tight_memory_limit() -> None:
         assert outcomes[name] == f"{case.status} {case.code}"
 
 
+def test_parallel_reads_and_writes_from_threads_do_not_crash() -> None:
+    """The API parses uploads in a thread pool; netCDF-C is not thread-safe (segfaults unlocked).
+
+    Runs in a child process so that a crash is a failed test, not a dead test runner.
+    """
+    script = textwrap.dedent(
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        import numpy as np
+        from models.config import TINY
+        from service.netcdf_io import RadarInputError, read_radar_netcdf, write_forecast_netcdf
+        from tests.service.broken_netcdf import BROKEN_CASES, valid_bytes
+        good, bad = valid_bytes(), BROKEN_CASES["wrong_interval"].make()
+        reference = read_radar_netcdf(good, TINY).rain_mm_h
+
+        def work(_):
+            for _ in range(8):
+                radar = read_radar_netcdf(good, TINY)
+                assert np.array_equal(radar.rain_mm_h, reference, equal_nan=True)
+                forecast = np.ones((2, 3, 64, 64), np.float32)
+                write_forecast_netcdf(forecast, radar, interval_s=300, attrs={})
+                try:
+                    read_radar_netcdf(bad, TINY)
+                except RadarInputError as exc:
+                    assert exc.code == "interval-mismatch"
+            return True
+
+        with ThreadPoolExecutor(4) as pool:
+            print(all(pool.map(work, range(4))))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "True"
+
+
 def test_corrupted_bytes_never_raise_anything_but_radar_input_error() -> None:
     rng = np.random.default_rng(20150515)
     good = valid_bytes()
