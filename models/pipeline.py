@@ -1,0 +1,367 @@
+"""The inference pipeline: past radar frames [mm h-1] -> an ensemble of future frames [mm h-1].
+
+    past (T_in, H, W) mm/h --normalise--> frames --encoder--> context latents
+    noise (members, T_out, C, h, w) --denoiser + sampler (+ guidance) x steps--> latents
+    latents --decoder--> frames --denormalise--> forecast (members, T_out, H, W) mm/h
+
+The pipeline is the loop only: the math of a step is in `models.schedulers`, the intensity
+steering in `models.guidance`, the networks in their own modules. The encoder and decoder are
+torch modules or ONNX Runtime sessions (`models.onnx_codec`), interchangeable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+from models.guidance import IntensityGuidance
+from models.metadata import DECODER_ONNX_FILE, ENCODER_ONNX_FILE, ModelMetadata
+from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
+from models.schedulers import NoiseSchedule, make_sampler, randn_rows
+from models.units import denormalise_rain, normalise_rain
+
+StepCallback = Callable[[int, int], None]
+Codec = nn.Module | OnnxCodecSession | Callable[[torch.Tensor], torch.Tensor]
+
+# frames per encoder / decoder call: bounds peak memory at large grids and ensembles
+DEFAULT_CODEC_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class IntensityConstraint:
+    """Steer the forecast toward a mean rain rate over the forecast frames.
+
+    Parameters
+    ----------
+    target_mm_h: requested mean rain rate of the future frames [mm h-1], >= 0.
+    strength: multiplies the model's guidance scale lambda (`config.diffusion.guidance_scale`);
+        0 switches the guidance off.
+    """
+
+    target_mm_h: float
+    strength: float = 1.0
+    type: ClassVar[str] = "mean_intensity"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.target_mm_h) or self.target_mm_h < 0:
+            raise ValueError(f"target_mm_h must be finite and >= 0, got {self.target_mm_h}")
+        if not math.isfinite(self.strength) or self.strength < 0:
+            raise ValueError(f"strength must be finite and >= 0, got {self.strength}")
+
+
+@dataclass
+class ForecastRequest:
+    """One forecast job.
+
+    Parameters
+    ----------
+    past_mm_h (`(T, H, W)` float32): rain rate [mm h-1], oldest first, NaN = no coverage; the
+        last `config.frames_in` frames are used.
+    members: ensemble size (>= 1).
+    steps: sampler steps (None = `config.diffusion.sampling_steps`).
+    seed: seed of this request's `torch.Generator` (None = a fresh random seed).
+    constraint: optional intensity steering.
+    eta: DDIM eta (None = `config.diffusion.eta`); ignored by the DDPM sampler.
+    """
+
+    past_mm_h: np.ndarray
+    members: int = 1
+    steps: int | None = None
+    seed: int | None = None
+    constraint: IntensityConstraint | None = None
+    eta: float | None = None
+
+
+@dataclass
+class _Prepared:
+    """A validated request: model-space frames and its missing-coverage mask."""
+
+    request: ForecastRequest
+    frames: torch.Tensor  # (T_in, 1, H, W) normalised rain rate, NaN -> 0
+    missing: np.ndarray  # (H, W) bool, True where the last input frame is NaN
+    steps: int
+    eta: float
+
+
+class NowcastPipeline:
+    """Ensemble nowcasts from a trained PreDiff model.
+
+    Parameters
+    ----------
+    config: the model's configuration.
+    encoder: frames `(N, 1, H, W)` normalised -> latent mean `(N, C, H/8, W/8)`: a torch module
+        (e.g. `VAEEncoderMean(vae)`) or an `OnnxCodecSession` of `encoder.onnx`.
+    decoder: latents `(N, C, h, w)` -> frames `(N, 1, 8h, 8w)`: torch module or ONNX session.
+    denoiser: `EarthformerUNet` (EMA weights).
+    alignment: `AlignmentNet`, needed only for constrained forecasts.
+    device: where the torch networks run; they are moved there and put in eval mode.
+    metadata: the model folder's metadata, if any (for provenance).
+    codec_chunk: frames per encoder / decoder call.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoder: Codec,
+        decoder: Codec,
+        denoiser: nn.Module,
+        alignment: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        metadata: ModelMetadata | None = None,
+        codec_chunk: int = DEFAULT_CODEC_CHUNK,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.encoder = _on_device(encoder, self.device)
+        self.decoder = _on_device(decoder, self.device)
+        self.denoiser = denoiser.to(self.device).eval()
+        self.alignment = alignment.to(self.device).eval() if alignment is not None else None
+        self.metadata = metadata
+        self.codec_chunk = int(codec_chunk)
+        self.schedule = NoiseSchedule(config.diffusion)
+
+    @classmethod
+    def from_model_dir(
+        cls,
+        model_dir: str | Path,
+        device: str | torch.device = "cpu",
+        encoder_backend: str = "onnx",
+        decoder_backend: str = "torch",
+        verify: bool = True,
+    ) -> NowcastPipeline:
+        """Load a model folder (`models.bundle`).
+
+        Parameters
+        ----------
+        encoder_backend, decoder_backend: "onnx" (the folder's `encoder.onnx` / `decoder.onnx`
+            on CUDA if onnxruntime offers it, else CPU) or "torch" (the VAE on `device`).
+        verify: check the files' sha256 against `model.yaml`.
+        """
+        from models.bundle import load_model_dir
+
+        model_dir = Path(model_dir)
+        bundle = load_model_dir(model_dir, device, verify=verify)
+        encoder = _codec(encoder_backend, model_dir / ENCODER_ONNX_FILE, VAEEncoderMean, bundle.vae)
+        decoder = _codec(decoder_backend, model_dir / DECODER_ONNX_FILE, VAEDecoder, bundle.vae)
+        return cls(
+            bundle.config,
+            encoder,
+            decoder,
+            bundle.denoiser,
+            bundle.alignment,
+            device=device,
+            metadata=bundle.metadata,
+        )
+
+    @property
+    def encoder_backend(self) -> str:
+        """ "onnx:<provider>" or "torch:<device>" (for the worker's start-up log)."""
+        return _backend_name(self.encoder, self.device)
+
+    @property
+    def decoder_backend(self) -> str:
+        return _backend_name(self.decoder, self.device)
+
+    def forecast(
+        self,
+        past_mm_h: np.ndarray,
+        members: int = 1,
+        steps: int | None = None,
+        seed: int | None = None,
+        constraint: IntensityConstraint | None = None,
+        on_step: StepCallback | None = None,
+        eta: float | None = None,
+    ) -> np.ndarray:
+        """One ensemble forecast.
+
+        Parameters
+        ----------
+        past_mm_h (`(T, H, W)` float32): rain rate [mm h-1], NaN = no coverage, T >=
+            `config.frames_in` (the last frames are used); H, W accepted by `config.check_grid`.
+        members, steps, seed, constraint, eta: see `ForecastRequest`.
+        on_step: called as `on_step(step, total)` after each sampler step; an exception raised
+            there stops the forecast and propagates (cancellation).
+
+        Returns
+        -------
+        `(members, T_out, H, W)` float32: rain rate [mm h-1], NaN where the last input frame is NaN.
+
+        Raises
+        ------
+        ValueError: wrong shape, too few frames, grid not accepted, infinite values, bad
+            members / steps, or a constraint for a model without an alignment network.
+        """
+        request = ForecastRequest(past_mm_h, members, steps, seed, constraint, eta)
+        return self.forecast_batch([request], on_step)[0]
+
+    def forecast_batch(
+        self, requests: Sequence[ForecastRequest], on_step: StepCallback | None = None
+    ) -> list[np.ndarray]:
+        """Several forecasts, those with the same grid, steps and eta sampled as one batch.
+
+        Every request draws its noise from its own `torch.Generator(seed)`, so its forecast is
+        the same alone or batched (up to floating-point reordering). `on_step(step, total)`
+        counts the steps of all batches of this call together.
+
+        Returns
+        -------
+        One `(members, T_out, H, W)` float32 array [mm h-1] per request, in request order.
+        """
+        labels = [f"request {i}: " if len(requests) > 1 else "" for i in range(len(requests))]
+        prepared = [
+            self._prepare(label, request) for label, request in zip(labels, requests, strict=True)
+        ]
+        groups: dict[tuple[int, int, int, float], list[int]] = {}
+        for index, item in enumerate(prepared):
+            height, width = item.frames.shape[-2:]
+            groups.setdefault((height, width, item.steps, item.eta), []).append(index)
+        total = sum(key[2] for key in groups)
+        progress = _Progress(on_step, total)
+        results: list[np.ndarray | None] = [None] * len(prepared)
+        for indices in groups.values():
+            outputs = self._run_group([prepared[i] for i in indices], progress)
+            for index, output in zip(indices, outputs, strict=True):
+                results[index] = output
+        return results  # type: ignore[return-value]
+
+    # -- steps of a forecast ------------------------------------------------------------------
+
+    def _prepare(self, where: str, request: ForecastRequest) -> _Prepared:
+        """Validate a request (`where` prefixes error messages) and normalise its frames."""
+        config = self.config
+        past = np.asarray(request.past_mm_h, dtype=np.float32)
+        if past.ndim != 3:
+            raise ValueError(f"{where}past_mm_h must be (time, y, x), got shape {past.shape}")
+        if past.shape[0] < config.frames_in:
+            raise ValueError(
+                f"{where}{past.shape[0]} input frames; the model needs at least {config.frames_in}"
+            )
+        config.check_grid(past.shape[1], past.shape[2])
+        past = past[-config.frames_in :]
+        if np.isinf(past).any():
+            raise ValueError(f"{where}past_mm_h contains infinite values")
+        if request.members < 1:
+            raise ValueError(f"{where}members must be >= 1, got {request.members}")
+        steps = int(request.steps if request.steps is not None else config.diffusion.sampling_steps)
+        if not 1 <= steps <= self.schedule.num_train_steps:
+            raise ValueError(f"{where}steps must be in [1, {self.schedule.num_train_steps}]")
+        eta = float(request.eta if request.eta is not None else config.diffusion.eta)
+        if eta < 0:
+            raise ValueError(f"{where}eta must be >= 0, got {eta}")
+        if request.constraint is not None and self.alignment is None:
+            raise ValueError(f"{where}this model has no alignment network; drop the constraint")
+        missing = np.isnan(past[-1])
+        # the model sees no rain where there is no coverage; the output masks it again
+        frames = normalise_rain(np.nan_to_num(past, nan=0.0), config.rain_max_mm_h)
+        return _Prepared(request, torch.from_numpy(frames)[:, None], missing, steps, eta)
+
+    @torch.no_grad()
+    def _run_group(self, group: list[_Prepared], progress: _Progress) -> list[np.ndarray]:
+        config, device = self.config, self.device
+        members = [item.request.members for item in group]
+        batch = sum(members)
+        height, width = group[0].frames.shape[-2:]
+        channels, latent_h, latent_w = config.latent_shape(height, width)
+
+        # encode every request's past once, then repeat it for its members
+        frames = torch.cat([item.frames for item in group]).to(device)
+        latents = self._map_codec(self.encoder, frames) * config.latent_scale
+        context = latents.reshape(len(group), config.frames_in, channels, latent_h, latent_w)
+        repeats = torch.tensor(members, device=device)
+        context = context.repeat_interleave(repeats, dim=0)
+
+        # one generator per request, shared by its consecutive member rows
+        generators = []
+        for item, count in zip(group, members, strict=True):
+            generator = torch.Generator(device="cpu")
+            if item.request.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(int(item.request.seed))
+            generators += [generator] * count
+
+        sampler = make_sampler(config.diffusion, self.schedule, group[0].steps, group[0].eta)
+        guidance = self._guidance(group, members)
+        shape = (batch, config.frames_out, channels, latent_h, latent_w)
+        sample = randn_rows(shape, generators, device)
+        for t in sampler.timesteps:
+            timestep = torch.full((batch,), t, dtype=torch.long, device=device)
+            eps = self.denoiser(sample, timestep, context)
+            mean_shift = None
+            if guidance is not None:
+                mean_shift = guidance.mean_shift(sample, t, context, sampler.guidance_sigma(t))
+            sample = sampler.step(eps, t, sample, generators, mean_shift=mean_shift)
+            progress.advance()
+
+        flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
+        decoded = self._map_codec(self.decoder, flat)
+        rain = denormalise_rain(decoded.float(), config.rain_max_mm_h)
+        rain = rain.reshape(batch, config.frames_out, height, width).cpu().numpy()
+        outputs = []
+        for item, part in zip(group, np.split(rain, np.cumsum(members)[:-1]), strict=True):
+            part = part.astype(np.float32, copy=True)
+            part[:, :, item.missing] = np.nan
+            outputs.append(part)
+        return outputs
+
+    def _guidance(self, group: list[_Prepared], members: list[int]) -> IntensityGuidance | None:
+        """Guidance with a per-row target and lambda (0 for requests without a constraint)."""
+        if self.alignment is None or all(item.request.constraint is None for item in group):
+            return None
+        targets, scales = [], []
+        for item, count in zip(group, members, strict=True):
+            constraint = item.request.constraint
+            if constraint is None:
+                targets += [0.0] * count
+                scales += [0.0] * count
+            else:
+                targets += [constraint.target_mm_h / self.config.intensity_scale_mm_h] * count
+                scales += [constraint.strength * self.config.diffusion.guidance_scale] * count
+        guidance = IntensityGuidance(self.alignment, torch.tensor(targets), torch.tensor(scales))
+        return guidance if guidance.active else None
+
+    def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(flat, max(self.codec_chunk, 1))
+        return torch.cat([codec(part) for part in parts])
+
+
+class _Progress:
+    """Counts steps across the batches of one call and reports them to the callback."""
+
+    def __init__(self, callback: StepCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _on_device(codec: Codec, device: torch.device) -> Codec:
+    if isinstance(codec, nn.Module):
+        return codec.to(device).eval()
+    return codec
+
+
+def _codec(backend: str, onnx_path: Path, torch_wrapper: type[nn.Module], vae: nn.Module) -> Codec:
+    if backend == "onnx":
+        return OnnxCodecSession(onnx_path)
+    if backend == "torch":
+        return torch_wrapper(vae)
+    raise ValueError(f"unknown codec backend {backend!r}; choose 'onnx' or 'torch'")
+
+
+def _backend_name(codec: Codec, device: torch.device) -> str:
+    if isinstance(codec, OnnxCodecSession):
+        return f"onnx:{codec.provider}"
+    return f"torch:{device}"

@@ -1,0 +1,191 @@
+"""The inference pipeline on a real tiny model folder (seeded random weights, ONNX codec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.config import TINY
+from models.pipeline import ForecastRequest, IntensityConstraint, NowcastPipeline
+
+GRID = 64
+
+
+def _past(seed: int = 0, frames: int = TINY.frames_in, grid: int = GRID) -> np.ndarray:
+    """Rain-like input: a smooth blob of up to ~20 mm/h that moves, zeros elsewhere."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:grid, 0:grid].astype(np.float32)
+    centre = rng.uniform(grid * 0.3, grid * 0.7, size=2)
+    past = []
+    for step in range(frames):
+        distance2 = (y - centre[0]) ** 2 + (x - centre[1] - 2 * step) ** 2
+        past.append(20.0 * np.exp(-distance2 / (2 * (grid / 8) ** 2)))
+    rain = np.stack(past).astype(np.float32)
+    rain[rain < 0.05] = 0.0
+    return rain
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model_dir: Path) -> NowcastPipeline:
+    return NowcastPipeline.from_model_dir(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def torch_pipeline(tiny_model_dir: Path) -> NowcastPipeline:
+    return NowcastPipeline.from_model_dir(
+        tiny_model_dir, encoder_backend="torch", decoder_backend="torch"
+    )
+
+
+def test_round_trip_shape_units_and_reproducibility(pipeline: NowcastPipeline) -> None:
+    assert pipeline.encoder_backend == "onnx:CPUExecutionProvider"
+    assert pipeline.decoder_backend == "torch:cpu"
+    past = _past()
+    forecast = pipeline.forecast(past, members=3, steps=3, seed=11)
+    assert forecast.shape == (3, TINY.frames_out, GRID, GRID)
+    assert forecast.dtype == np.float32
+    assert np.isfinite(forecast).all() and (forecast >= 0).all()
+    # members differ from each other; the same seed gives the same bits
+    assert not np.array_equal(forecast[0], forecast[1])
+    again = pipeline.forecast(past, members=3, steps=3, seed=11)
+    assert np.array_equal(forecast, again)
+    other = pipeline.forecast(past, members=3, steps=3, seed=12)
+    assert not np.allclose(forecast, other)
+
+
+def test_uses_the_last_input_frames(pipeline: NowcastPipeline) -> None:
+    past = _past(frames=TINY.frames_in + 2)
+    long_input = past.copy()
+    long_input[:2] = 50.0  # frames the model must ignore
+    expected = pipeline.forecast(past[2:], members=1, steps=2, seed=3)
+    assert np.array_equal(pipeline.forecast(long_input, members=1, steps=2, seed=3), expected)
+
+
+def test_missing_coverage(pipeline: NowcastPipeline) -> None:
+    past = _past()
+    gaps = past.copy()
+    gaps[-1, :10, :20] = np.nan  # no coverage in the last frame: masked in the output
+    gaps[0, 40:, 40:] = np.nan  # an earlier gap only: the model sees 0 there, no mask
+    forecast = pipeline.forecast(gaps, members=2, steps=2, seed=5)
+    mask = np.isnan(forecast)
+    assert mask[:, :, :10, :20].all()
+    assert mask.sum() == 2 * TINY.frames_out * 10 * 20
+    # the model reads NaN as no rain: elsewhere the forecast equals that of zeros in the gaps
+    zeros = past.copy()
+    zeros[-1, :10, :20] = 0.0
+    zeros[0, 40:, 40:] = 0.0
+    as_zero = pipeline.forecast(zeros, members=2, steps=2, seed=5)
+    np.testing.assert_array_equal(forecast[~mask], as_zero[~mask])
+    assert not np.isnan(as_zero).any()
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((TINY.frames_in, 60, 64), "multiple of 16"),
+        ((TINY.frames_in, 64, 272), "exceeds"),
+        ((TINY.frames_in - 1, 64, 64), "at least 7"),
+        ((TINY.frames_in, 64), "time, y, x"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    pipeline: NowcastPipeline, shape: tuple[int, ...], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        pipeline.forecast(np.zeros(shape, np.float32), members=1, steps=1, seed=0)
+
+
+def test_other_bad_requests(pipeline: NowcastPipeline) -> None:
+    past = _past()
+    with pytest.raises(ValueError, match="members"):
+        pipeline.forecast(past, members=0)
+    with pytest.raises(ValueError, match="steps"):
+        pipeline.forecast(past, steps=0)
+    infinite = past.copy()
+    infinite[3, 5, 5] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        pipeline.forecast(infinite)
+    with pytest.raises(ValueError):
+        IntensityConstraint(target_mm_h=-1.0)
+
+
+def test_on_step_reports_progress_and_can_cancel(pipeline: NowcastPipeline) -> None:
+    calls: list[tuple[int, int]] = []
+    pipeline.forecast(
+        _past(), members=1, steps=4, seed=0, on_step=lambda s, n: calls.append((s, n))
+    )
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    class Cancelled(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def cancel_at_two(step: int, total: int) -> None:
+        seen.append(step)
+        if step == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipeline.forecast(_past(), members=1, steps=4, seed=0, on_step=cancel_at_two)
+    assert seen == [1, 2]
+
+
+def test_steps_one_and_ddpm_like_eta(pipeline: NowcastPipeline) -> None:
+    one = pipeline.forecast(_past(), members=2, steps=1, seed=1)
+    noisy = pipeline.forecast(_past(), members=2, steps=3, seed=1, eta=1.0)
+    assert np.isfinite(one).all() and np.isfinite(noisy).all()
+    assert not np.allclose(noisy, pipeline.forecast(_past(), members=2, steps=3, seed=1))
+
+
+def test_batch_equals_alone(pipeline: NowcastPipeline) -> None:
+    requests = [
+        ForecastRequest(_past(1), members=2, steps=3, seed=21),
+        ForecastRequest(_past(2), members=3, steps=3, seed=22, constraint=IntensityConstraint(5.0)),
+        ForecastRequest(_past(3, grid=32), members=1, steps=3, seed=23),  # its own batch
+        ForecastRequest(_past(4), members=1, steps=2, seed=24),  # other steps: its own batch
+    ]
+    calls: list[tuple[int, int]] = []
+    batched = pipeline.forecast_batch(requests, on_step=lambda s, n: calls.append((s, n)))
+    assert calls[-1] == (3 + 3 + 2, 3 + 3 + 2) and len(calls) == 8
+    for request, result in zip(requests, batched, strict=True):
+        alone = pipeline.forecast_batch([request])[0]
+        assert result.shape == alone.shape
+        np.testing.assert_allclose(result, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_constraint(pipeline: NowcastPipeline) -> None:
+    past = _past()
+    plain = pipeline.forecast(past, members=2, steps=3, seed=4)
+    off = pipeline.forecast(
+        past, members=2, steps=3, seed=4, constraint=IntensityConstraint(8.0, strength=0.0)
+    )
+    assert np.array_equal(plain, off)  # strength 0 is exactly no guidance
+    steered = pipeline.forecast(
+        past, members=2, steps=3, seed=4, constraint=IntensityConstraint(8.0)
+    )
+    assert np.isfinite(steered).all() and not np.allclose(steered, plain)
+
+
+def test_constraint_needs_an_alignment_network(pipeline: NowcastPipeline) -> None:
+    bare = NowcastPipeline(
+        pipeline.config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, alignment=None
+    )
+    assert bare.forecast(_past(), members=1, steps=1, seed=0).shape[0] == 1
+    with pytest.raises(ValueError, match="alignment"):
+        bare.forecast(_past(), members=1, steps=1, seed=0, constraint=IntensityConstraint(2.0))
+
+
+def test_onnx_codec_matches_torch_codec(
+    tiny_model_dir: Path, pipeline: NowcastPipeline, torch_pipeline: NowcastPipeline
+) -> None:
+    both_onnx = NowcastPipeline.from_model_dir(
+        tiny_model_dir, encoder_backend="onnx", decoder_backend="onnx"
+    )
+    past = _past(7)
+    reference = torch_pipeline.forecast(past, members=2, steps=3, seed=9)
+    for candidate in (pipeline, both_onnx):
+        result = candidate.forecast(past, members=2, steps=3, seed=9)
+        np.testing.assert_allclose(result, reference, rtol=1e-3, atol=1e-3 * reference.max())
