@@ -101,6 +101,7 @@ class Worker:
         self._in_hand_lock = threading.Lock()
         self._stop_seen_at: float | None = None
         self._release_now = threading.Event()
+        self._beat_stop = threading.Event()
 
     # ------------------------------------------------------------------ set-up
     def load(self) -> None:
@@ -144,7 +145,6 @@ class Worker:
         self._stop = stop
         beat = threading.Thread(
             target=self._heartbeat_loop,
-            args=(stop,),
             name=f"heartbeat-{self.consumer}",
             daemon=True,
         )
@@ -167,6 +167,7 @@ class Worker:
                         self.store.release(delivery)
         finally:
             stop.set()
+            self._beat_stop.set()
             beat.join(timeout=5)
             self.store.remove_worker(self.consumer)
             logger.info("worker %s stopped", self.consumer)
@@ -175,9 +176,10 @@ class Worker:
         """Give the jobs in hand back at the next sampler step (second SIGTERM)."""
         self._release_now.set()
 
-    def _heartbeat_loop(self, stop: threading.Event) -> None:
-        # keeps beating through a drain, so the leases of the jobs in hand stay ours
-        while not (stop.is_set() and not self._holding()):
+    def _heartbeat_loop(self) -> None:
+        # runs until `run` returns (not merely until stop), so that the leases of the jobs in
+        # hand stay ours while they drain
+        while not self._beat_stop.wait(self.settings.heartbeat_interval_s):
             try:
                 self.store.heartbeat(self.consumer)
                 with self._in_hand_lock:
@@ -185,11 +187,6 @@ class Worker:
                 self.store.renew_leases(self.consumer, in_hand)
             except Exception as exc:
                 logger.warning("worker %s: heartbeat failed: %s", self.consumer, exc)
-            time.sleep(self.settings.heartbeat_interval_s)
-
-    def _holding(self) -> bool:
-        with self._in_hand_lock:
-            return bool(self._in_hand)
 
     # ------------------------------------------------------------------ one claim
     def process(self, deliveries: list[Delivery]) -> None:

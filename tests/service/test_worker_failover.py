@@ -1,0 +1,134 @@
+"""Worker failures over a real Redis: kill -9 mid-job, SIGTERM drain. Two real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import netCDF4
+import numpy as np
+import pytest
+import redis
+
+from tests.service.cluster import (
+    RADAR_64,
+    Cluster,
+    delete_prefix,
+    redis_env,
+    submit,
+    wait_for,
+    wait_status,
+)
+
+pytestmark = pytest.mark.integration
+
+RADAR = RADAR_64.read_bytes()
+LEASE_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def prefix_and_cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
+) -> Iterator[tuple[str, Cluster]]:
+    env, prefix = redis_env(
+        redis_url,
+        model_dir=tiny_model_dir,
+        lease_s=LEASE_S,
+        heartbeat_interval_s=0.5,
+        worker_heartbeat_max_age_s=2,
+        worker_poll_s=0.5,
+        worker_drain_s=1,
+        progress_interval_s=0.1,
+    )
+    cluster = Cluster(tmp_path_factory.mktemp("failover"), env)
+    try:
+        cluster.start_api()
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait_workers(2)
+        yield prefix, cluster
+    finally:
+        cluster.stop()
+        delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture()
+def client(prefix_and_cluster: tuple[str, Cluster]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=prefix_and_cluster[1].url, timeout=30) as http:
+        yield http
+
+
+def _running_on(client: httpx.Client, job_id: str, min_step: int) -> dict:
+    def started() -> dict | None:
+        job = client.get(f"/v1/nowcasts/{job_id}").json()
+        return job if job["status"] == "running" and job["progress"]["step"] >= min_step else None
+
+    return wait_for(started, 60, f"job {job_id} to pass step {min_step}", interval_s=0.1)
+
+
+def _consumer_of(db: redis.Redis, prefix: str, job_id: str) -> str:
+    return db.hget(f"{prefix}:job:{job_id}", "worker").decode()
+
+
+def _pid_of(consumer: str) -> int:
+    return int(consumer.rsplit("-", 2)[1])  # consumer = <host>-<pid>-<random>
+
+
+def _precip(data: bytes) -> np.ndarray:
+    with netCDF4.Dataset("forecast.nc", memory=data) as ds:
+        return np.ma.filled(ds["precip"][:], np.nan)
+
+
+def test_kill_9_mid_job_another_worker_finishes(
+    prefix_and_cluster: tuple[str, Cluster], client: httpx.Client, redis_url: str
+) -> None:
+    prefix, cluster = prefix_and_cluster
+    db = redis.Redis.from_url(redis_url)
+    job = submit(client, RADAR, members=1, steps=150, seed=21).json()
+    _running_on(client, job["id"], min_step=5)
+    victim = _consumer_of(db, prefix, job["id"])
+    os.kill(_pid_of(victim), signal.SIGKILL)
+
+    final = wait_status(client, job["id"], timeout_s=90)
+    assert final["status"] == "successful"
+    record = db.hgetall(f"{prefix}:job:{job['id']}")
+    assert int(record[b"deliveries"]) == 2
+    assert record[b"worker"].decode() != victim
+    # exactly one result: one success counted, nothing left pending or dead-lettered
+    assert int(db.hget(f"{prefix}:metrics:counter:jobs", "successful")) == 1
+    assert db.xpending(f"{prefix}:jobs", "workers")["pending"] == 0
+    assert db.xlen(f"{prefix}:dead") == 0
+    result = client.get(f"/v1/nowcasts/{job['id']}/result").content
+
+    # ... and it is the forecast an undisturbed run with the same seed gives
+    again = submit(client, RADAR, members=1, steps=150, seed=21).json()
+    assert wait_status(client, again["id"], timeout_s=90)["status"] == "successful"
+    undisturbed = client.get(f"/v1/nowcasts/{again['id']}/result").content
+    np.testing.assert_array_equal(_precip(result), _precip(undisturbed))
+
+
+def test_sigterm_releases_the_job_to_another_worker(
+    prefix_and_cluster: tuple[str, Cluster], client: httpx.Client, redis_url: str
+) -> None:
+    prefix, cluster = prefix_and_cluster
+    db = redis.Redis.from_url(redis_url)
+    cluster.start_worker()  # the kill test left one worker
+    cluster.wait_workers(2)
+    job = submit(client, RADAR, members=1, steps=1000, seed=2).json()
+    _running_on(client, job["id"], min_step=3)
+    first = _consumer_of(db, prefix, job["id"])
+    proc = next(p for p in cluster.workers if p.pid == _pid_of(first))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0  # drained: released the job after worker_drain_s
+
+    def moved() -> bool:
+        return _consumer_of(db, prefix, job["id"]) not in ("", first)
+
+    wait_for(moved, 30, "another worker to take the released job")
+    record = db.hgetall(f"{prefix}:job:{job['id']}")
+    assert int(record[b"deliveries"]) == 1  # a release is not a failed delivery
+    client.delete(f"/v1/nowcasts/{job['id']}")
+    assert wait_status(client, job["id"], timeout_s=30)["status"] == "dismissed"
