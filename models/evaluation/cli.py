@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model with knowledge-alignment guidance towards this future mean [mm h-1]",
     )
     parser.add_argument(
-        "--guidance-scale", type=float, default=None, help="guidance strength (default: model's)"
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="guidance lambda for --target-mm-h and the alignment report "
+        "(default: the model's diffusion.guidance_scale)",
     )
     parser.add_argument(
         "--alignment-report",
@@ -346,10 +350,13 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     methods = _select_methods(args.methods)
     wanted = {c.strip() for c in args.cases.split(",")} if args.cases else None
     cases = _load_cases(args.data, wanted, args.crop_px)
+    if wanted is not None and (missing := wanted - {c.case_id for c in cases}):
+        raise ValueError(
+            f"case id(s) not found in the given files: {sorted(missing)} "
+            "(ids are <source>_<YYYYMMDD_HHMM of the last past frame>)"
+        )
     if not cases:
         raise ValueError("no protocol cases in the given files (see the messages above)")
-    if wanted is not None and (missing := wanted - {c.case_id for c in cases}):
-        raise ValueError(f"case id(s) not found in the given files: {sorted(missing)}")
 
     model = None
     n_leads = FRAMES_OUT
