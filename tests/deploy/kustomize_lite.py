@@ -31,7 +31,12 @@ SUPPORTED_FIELDS = {
     "patches",
     "images",
 }
-CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED_KINDS = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+}
 # strategic-merge-patch keys of the list fields that deploy/k8s patches (k8s.io/api types)
 MERGE_KEYS = {
     "containers": "name",
