@@ -36,7 +36,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (1 is faster on a loaded machine)"
+    )
+    parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time"
+    )
+    parser.add_argument(
+        "--until-step",
+        type=int,
+        default=None,
+        help="stop (and checkpoint) at this step; the schedule still spans --steps",
     )
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
     parser.add_argument("--log-every", type=int, default=10, help="CSV row every N steps")

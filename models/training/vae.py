@@ -74,7 +74,7 @@ def validation_mae_mm_h(vae: FrameVAE, rain_mm_h: np.ndarray, rain_max_mm_h: flo
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) the VAE stage; writes `<out>/checkpoint.pt` and `<out>/log.csv`."""
     cfg = get_config(args.config)
-    device = select_device(args.device)
+    device = select_device(args.device, args.threads)
     run_dir = Path(args.out or "runs/vae")
     steps = args.steps or DEFAULTS["steps"]
     batch_size = args.batch_size or DEFAULTS["batch_size"]
@@ -105,7 +105,7 @@ def train(args: argparse.Namespace) -> int:
 
     sampler = FrameCropSampler(train_events, crop_px, rng)
     val_rain = _validation_batch(val_events, crop_px, args.seed) if val_events else None
-    log = CSVLog(run_dir / "log.csv", LOG_FIELDS)
+    log = CSVLog(run_dir / "log.csv", LOG_FIELDS, start_step if args.resume else None)
     deadline, checkpoint_due = Deadline(args.max_minutes), Every(args.checkpoint_every_s)
     bar = progress_bar(steps, start_step, "vae")
     t0 = time.monotonic() - elapsed_s
@@ -135,7 +135,8 @@ def train(args: argparse.Namespace) -> int:
     step = start_step
     vae.train()
     discriminator.train()
-    while step < steps:
+    stop = min(steps, args.until_step or steps)
+    while step < stop:
         lr = cosine_lr(step, steps, base_lr, WARMUP_STEPS)
         set_lr(opt_vae, lr)
         set_lr(opt_disc, lr)
@@ -161,7 +162,7 @@ def train(args: argparse.Namespace) -> int:
         row["disc"] = disc_value
         bar.set_postfix(loss=f"{logs['loss']:.1f}", rec=f"{logs['pixel_mean']:.4f}", refresh=False)
         bar.update(1)
-        if step == steps or deadline.expired() or checkpoint_due():
+        if step == stop or deadline.expired() or checkpoint_due():
             row["val_mae_mm_h"] = checkpoint(step)
             log.write(row)
             if deadline.expired():

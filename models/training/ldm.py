@@ -1,0 +1,235 @@
+"""Stage 2: the latent diffusion model (Earthformer-UNet denoiser, eps-MSE, EMA weights).
+
+Needs a trained VAE run (`--vae runs/vae`). The first run encodes crop sequences of the training
+events once (`latent_cache.py`, saved as `<out>/latents.pt`, reused by `--resume` and by the
+alignment stage) and sets `config.latent_scale = 1 / std` of the cached latents. Each step cuts
+random windows (7 context + 12 future frames) and random `crop_px / 8` latent sub-crops from the
+cache; the denoiser's position tables get a random `pos_offset` per batch so that every row and
+column of them is trained although the crops are smaller than the largest grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig, get_config
+from models.data import list_events, split_events
+from models.earthformer_unet import EarthformerUNet
+from models.schedulers import NoiseSchedule
+from models.training.common import (
+    EMA,
+    CSVLog,
+    Deadline,
+    Every,
+    cosine_lr,
+    evaluating,
+    load_checkpoint,
+    progress_bar,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    seeded_init,
+    select_device,
+    set_lr,
+)
+from models.training.latent_cache import LatentCache, WindowSampler, build_latent_cache
+from models.vae import FrameVAE
+
+DEFAULTS = {"steps": 3000, "batch_size": 8, "crop_px": 128, "lr": 5e-4}
+WARMUP_STEPS = 200
+CACHE_NAME = "latents.pt"
+VALIDATION_CACHE_NAME = "latents_validation.pt"
+VALIDATION_BATCHES = 4
+LOG_FIELDS = ["step", "time_s", "lr", "loss", "val_loss"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", default="runs/vae", help="VAE run folder (checkpoint.pt)")
+    parser.add_argument("--cache-crops", type=int, default=48, help="crop sequences to encode")
+    parser.add_argument(
+        "--cache-crop-px", type=int, default=256, help="side of the encoded crops [px]"
+    )
+    parser.add_argument("--ema-decay", type=float, default=None, help="default: the config's")
+
+
+def load_vae(vae_run: Path, config: ModelConfig, device: torch.device) -> FrameVAE:
+    """The VAE of a finished (or interrupted) VAE run, in eval mode."""
+    state = load_checkpoint(vae_run, device)
+    vae = FrameVAE(config.vae).to(device)
+    vae.load_state_dict(state["vae"])
+    return vae.eval().requires_grad_(False)
+
+
+def prepare_caches(
+    args: argparse.Namespace, config: ModelConfig, device: torch.device, run_dir: Path
+) -> tuple[LatentCache, LatentCache | None]:
+    """Load `<run>/latents.pt` (+ validation), or encode them with the VAE run first."""
+    path, val_path = run_dir / CACHE_NAME, run_dir / VALIDATION_CACHE_NAME
+    if path.exists():
+        train = LatentCache.load(path)
+        return train, LatentCache.load(val_path) if val_path.exists() else None
+    train_events, val_events = split_events(list_events(args.data), args.validation)
+    vae = load_vae(Path(args.vae), config, device)
+    # a separate generator: the cache is a function of the seed, not of the training state
+    rng = np.random.default_rng([args.seed, 1])
+    t0 = time.monotonic()
+    train = build_latent_cache(vae, train_events, config, args.cache_crop_px, args.cache_crops, rng)
+    val = build_latent_cache(vae, val_events, config, args.cache_crop_px, 8, rng)
+    print(
+        f"ldm: encoded {len(train.latents)} training and {len(val.latents)} validation crop "
+        f"sequences in {time.monotonic() - t0:.0f} s"
+    )
+    train.save(path)
+    if val.latents:
+        val.save(val_path)
+    return train, val if val.latents else None
+
+
+def diffusion_loss(
+    denoiser: torch.nn.Module,
+    schedule: NoiseSchedule,
+    latents: torch.Tensor,
+    frames_in: int,
+    generator: torch.Generator,
+    pos_offset: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
+    """eps-MSE of one batch.
+
+    latents (`(B, T_in + T_out, C, h, w)` float32): scaled clean latents z_0 (context first).
+    """
+    context, future = latents[:, :frames_in], latents[:, frames_in:]
+    batch = latents.shape[0]
+    device = latents.device
+    timesteps = torch.randint(
+        0, schedule.num_train_steps, (batch,), generator=generator, device=device
+    )
+    noise = torch.randn(future.shape, generator=generator, device=device)
+    noisy = schedule.add_noise(future, noise, timesteps)
+    prediction = denoiser(noisy, timesteps, context, pos_offset=pos_offset)
+    return F.mse_loss(prediction, noise)
+
+
+def validation_loss(
+    denoiser: torch.nn.Module,
+    schedule: NoiseSchedule,
+    cache: LatentCache,
+    config: ModelConfig,
+    latent_px: int,
+    batch_size: int,
+    seed: int,
+) -> float:
+    """Mean eps-MSE on held-out windows with fixed windows, timesteps and noise."""
+    device = next(denoiser.parameters()).device
+    sampler = WindowSampler(cache, config.frames_in, config.frames_out)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    losses = []
+    with evaluating(denoiser):
+        for _ in range(VALIDATION_BATCHES):
+            batch = sampler.batch(batch_size, latent_px, rng)
+            latents = batch.latents.to(device) * config.latent_scale
+            losses.append(
+                diffusion_loss(denoiser, schedule, latents, config.frames_in, generator).item()
+            )
+    return float(np.mean(losses))
+
+
+def train(args: argparse.Namespace) -> int:
+    """Run (or resume) the LDM stage; writes `<out>/checkpoint.pt`, `<out>/log.csv`."""
+    base_config = get_config(args.config)
+    device = select_device(args.device, args.threads)
+    run_dir = Path(args.out or "runs/ldm")
+    steps = args.steps or DEFAULTS["steps"]
+    batch_size = args.batch_size or DEFAULTS["batch_size"]
+    crop_px = args.crop_px or DEFAULTS["crop_px"]
+    latent_px = crop_px // VAE_DOWNSAMPLE_FACTOR
+    base_lr = args.lr or DEFAULTS["lr"]
+
+    cache, val_cache = prepare_caches(args, base_config, device, run_dir)
+    config = base_config.replace(latent_scale=1.0 / cache.latent_std())
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    denoiser = seeded_init(args.seed, lambda: EarthformerUNet(config)).to(device)
+    ema = EMA(denoiser, args.ema_decay or config.diffusion.ema_decay)
+    schedule = NoiseSchedule(config.diffusion)
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=base_lr, weight_decay=0.0)
+
+    start_step, elapsed_s = 0, 0.0
+    if args.resume:
+        state = load_checkpoint(run_dir, device)
+        config = ModelConfig.from_dict(state["config"])
+        denoiser.load_state_dict(state["denoiser"])
+        ema.load_state_dict(state["ema"])
+        optimiser.load_state_dict(state["optimiser"])
+        restore_rng(state["rng"], generator, rng)
+        start_step, elapsed_s = state["step"], state["elapsed_s"]
+
+    sampler = WindowSampler(cache, config.frames_in, config.frames_out)
+    max_row, max_col = denoiser.max_pos_offset(latent_px, latent_px)
+    log = CSVLog(run_dir / "log.csv", LOG_FIELDS, start_step if args.resume else None)
+    deadline, checkpoint_due = Deadline(args.max_minutes), Every(args.checkpoint_every_s)
+    bar = progress_bar(steps, start_step, "ldm")
+    t0 = time.monotonic() - elapsed_s
+    ema_denoiser = seeded_init(args.seed, lambda: EarthformerUNet(config)).to(device)
+
+    def checkpoint(step: int) -> float | None:
+        val = None
+        if val_cache is not None:
+            ema.copy_to(ema_denoiser)
+            val = validation_loss(
+                ema_denoiser, schedule, val_cache, config, latent_px, batch_size, args.seed
+            )
+        save_checkpoint(
+            run_dir,
+            {
+                "stage": "ldm",
+                "step": step,
+                "elapsed_s": time.monotonic() - t0,
+                "config": config.to_dict(),
+                "denoiser": denoiser.state_dict(),
+                "ema": ema.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "rng": rng_state(generator, rng),
+                "args": {k: v for k, v in vars(args).items() if k != "func"},
+                "val_loss": val,
+            },
+        )
+        return val
+
+    step = start_step
+    denoiser.train()
+    stop = min(steps, args.until_step or steps)
+    while step < stop:
+        lr = cosine_lr(step, steps, base_lr, WARMUP_STEPS)
+        set_lr(optimiser, lr)
+        batch = sampler.batch(batch_size, latent_px, rng)
+        latents = batch.latents.to(device) * config.latent_scale
+        pos_offset = (int(rng.integers(max_row + 1)), int(rng.integers(max_col + 1)))
+        loss = diffusion_loss(denoiser, schedule, latents, config.frames_in, generator, pos_offset)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+        optimiser.step()
+        ema.update(denoiser)
+        step += 1
+        row = {"step": step, "time_s": round(time.monotonic() - t0, 1), "lr": lr}
+        row["loss"] = loss.item()
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        bar.update(1)
+        if step == stop or deadline.expired() or checkpoint_due():
+            row["val_loss"] = checkpoint(step)
+            log.write(row)
+            if deadline.expired():
+                break
+        elif step % args.log_every == 0:
+            log.write(row)
+    bar.close()
+    log.close()
+    print(f"ldm: stopped at step {step}/{steps}, checkpoint in {run_dir}")
+    return 0

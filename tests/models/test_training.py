@@ -1,0 +1,131 @@
+"""Each training stage runs 2 steps on the tiny config, checkpoints, and resumes from it.
+
+Runs on two small real event files (96 x 96 px, 16 frames) cut from the shared radar data.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import load_model_dir
+from models.config import TINY
+from models.data import DEFAULT_DATA_DIR
+from models.training.cli import main
+from models.training.common import EMA, load_checkpoint
+from models.training.latent_cache import LatentCache, WindowSampler
+from tests.models.test_data import MCH_EDGE, MCH_VALID, write_radar_subset
+
+pytestmark = pytest.mark.skipif(
+    not DEFAULT_DATA_DIR.is_dir(), reason="shared radar data not present"
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("radar")
+    write_radar_subset(folder, *MCH_EDGE)
+    write_radar_subset(folder, *MCH_VALID)
+    return folder
+
+
+def _common(data_dir: Path, out: Path, steps: int) -> list[str]:
+    return [
+        "--config", "tiny", "--data", str(data_dir), "--out", str(out),
+        "--steps", str(steps), "--batch-size", "2", "--crop-px", "32",
+        "--validation", MCH_VALID[0], "--threads", "1", "--log-every", "1",
+    ]  # fmt: skip
+
+
+def _logged_steps(run: Path) -> list[int]:
+    with (run / "log.csv").open() as file:
+        return [int(row["step"]) for row in csv.DictReader(file)]
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory) -> dict[str, Path]:
+    """The three stages, each trained 2 steps and then resumed to step 3."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {stage: root / stage for stage in ("vae", "ldm", "alignment")}
+    extra = {
+        "vae": [],
+        "ldm": ["--vae", str(runs["vae"]), "--cache-crops", "2", "--cache-crop-px", "32"],
+        "alignment": ["--ldm", str(runs["ldm"])],
+    }
+    for stage, run in runs.items():
+        assert main([stage, *_common(data_dir, run, 2), *extra[stage]]) == 0
+        first = load_checkpoint(run)
+        assert first["step"] == 2
+        assert main([stage, *_common(data_dir, run, 3), *extra[stage], "--resume"]) == 0
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("stage", "weights_key"), [("vae", "vae"), ("ldm", "denoiser"), ("alignment", "alignment")]
+)
+def test_stage_checkpoints_and_resumes_with_the_step_counter(runs, stage, weights_key):
+    state = load_checkpoint(runs[stage])
+    assert state["stage"] == stage
+    assert state["step"] == 3  # 2 steps, then resumed for one more
+    assert _logged_steps(runs[stage]) == [1, 2, 3]
+    assert {"torch", "numpy"} <= set(state["rng"])
+    weights = state[weights_key]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    if stage != "vae":
+        assert state["ema"]["updates"] == 3
+
+
+def test_ldm_sets_the_latent_scale_from_the_cached_latents(runs):
+    state = load_checkpoint(runs["ldm"])
+    cache = LatentCache.load(runs["ldm"] / "latents.pt")
+    assert state["config"]["latent_scale"] == pytest.approx(1.0 / cache.latent_std(), rel=1e-5)
+    assert state["config"]["latent_scale"] != TINY.latent_scale
+    sampler = WindowSampler(cache, TINY.frames_in, TINY.frames_out)
+    batch = sampler.batch(3, 4, np.random.default_rng(0))
+    assert batch.latents.shape == (3, 13, TINY.vae.latent_channels, 4, 4)
+    assert batch.future_mean_mm_h.shape == (3, TINY.frames_out)
+    assert torch.isfinite(batch.latents).all()
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(data_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["vae", *_common(data_dir, straight, 3)]) == 0
+    assert main(["vae", *_common(data_dir, resumed, 3), "--until-step", "2"]) == 0
+    assert load_checkpoint(resumed)["step"] == 2
+    assert main(["vae", *_common(data_dir, resumed, 3), "--resume"]) == 0
+    a, b = load_checkpoint(straight)["vae"], load_checkpoint(resumed)["vae"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_ema_tracks_the_average_of_the_weights():
+    module = torch.nn.Linear(2, 1)
+    ema = EMA(module, decay=0.5)
+    start = module.weight.detach().clone()
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    ema.update(module)  # decay warm-up: min(0.5, 2/11) = 2/11
+    expected = start * (2 / 11) + (start + 1.0) * (9 / 11)
+    torch.testing.assert_close(ema.shadow["weight"], expected)
+
+
+def test_package_writes_a_loadable_model_folder(runs, tmp_path):
+    weights = tmp_path / "model"
+    argv = [
+        "package", "--vae", str(runs["vae"]), "--ldm", str(runs["ldm"]),
+        "--alignment", str(runs["alignment"]), "--weights", str(weights), "--checkpoints",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    bundle = load_model_dir(weights)
+    assert bundle.alignment is not None
+    ldm_state = load_checkpoint(runs["ldm"])
+    assert bundle.config.latent_scale == pytest.approx(ldm_state["config"]["latent_scale"])
+    for key, value in bundle.denoiser.state_dict().items():
+        torch.testing.assert_close(value, ldm_state["ema"]["shadow"][key])
+    assert (weights / "encoder.onnx").is_file() and (weights / "decoder.onnx").is_file()
+    assert bundle.metadata.training["ldm"]["steps"] == 3
+    assert (weights / "checkpoints" / "vae" / "checkpoint.pt").is_file()
