@@ -118,7 +118,8 @@ def load_model_dir(
     ----------
     model_dir: a folder written by `save_model_dir`.
     device: where the networks go.
-    verify: check every file's sha256 against `model.yaml` first (ValueError on mismatch).
+    verify: check the weight files' sha256 against `model.yaml` first (ValueError on
+        mismatch); the ONNX files are checked by whoever loads them.
     """
     from models.alignment import AlignmentNet
     from models.earthformer_unet import EarthformerUNet
@@ -126,15 +127,18 @@ def load_model_dir(
 
     model_dir = Path(model_dir)
     metadata = read_model_metadata(model_dir)
+    has_alignment = (model_dir / ALIGNMENT_FILE).is_file()
     if verify:
-        verify_checksums(model_dir, metadata)
+        # only the files loaded here: stale ONNX files must not stop `nowcast export`
+        weights = [VAE_FILE, DENOISER_FILE] + ([ALIGNMENT_FILE] if has_alignment else [])
+        verify_checksums(model_dir, metadata, weights)
     config = metadata.config
     vae = FrameVAE(config.vae)
     denoiser = EarthformerUNet(config)
     load_model(vae, str(model_dir / VAE_FILE), device="cpu")
     load_model(denoiser, str(model_dir / DENOISER_FILE), device="cpu")
     alignment = None
-    if (model_dir / ALIGNMENT_FILE).is_file():
+    if has_alignment:
         alignment = AlignmentNet(config)
         load_model(alignment, str(model_dir / ALIGNMENT_FILE), device="cpu")
     networks = [vae, denoiser] + ([alignment] if alignment is not None else [])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -214,14 +215,26 @@ def write_model_metadata(model_dir: str | Path, metadata: ModelMetadata) -> Path
     return path
 
 
-def verify_checksums(model_dir: str | Path, metadata: ModelMetadata | None = None) -> None:
-    """Raise ValueError naming every listed file that is missing or whose sha256 differs."""
+def verify_checksums(
+    model_dir: str | Path,
+    metadata: ModelMetadata | None = None,
+    files: Iterable[str] | None = None,
+) -> None:
+    """Raise ValueError naming every listed file that is missing or whose sha256 differs.
+
+    `files` limits the check to those names (each must be listed in `model.yaml`); default:
+    every file `model.yaml` lists.
+    """
     model_dir = Path(model_dir)
     metadata = metadata or read_model_metadata(model_dir)
+    names = sorted(metadata.checksums) if files is None else list(files)
     problems = []
-    for name, expected in sorted(metadata.checksums.items()):
+    for name in names:
         path = model_dir / name
-        if not path.is_file():
+        expected = metadata.checksums.get(name)
+        if expected is None:
+            problems.append(f"{name} has no sha256 in {METADATA_FILE}")
+        elif not path.is_file():
             problems.append(f"{name} is missing")
         elif file_sha256(path) != expected:
             problems.append(f"{name} does not match its sha256 in {METADATA_FILE}")

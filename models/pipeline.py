@@ -23,7 +23,12 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.guidance import IntensityGuidance
-from models.metadata import DECODER_ONNX_FILE, ENCODER_ONNX_FILE, ModelMetadata
+from models.metadata import (
+    DECODER_ONNX_FILE,
+    ENCODER_ONNX_FILE,
+    ModelMetadata,
+    verify_checksums,
+)
 from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
 from models.schedulers import NoiseSchedule, make_sampler, randn_rows
 from models.units import denormalise_rain, normalise_rain
@@ -149,6 +154,16 @@ class NowcastPipeline:
 
         model_dir = Path(model_dir)
         bundle = load_model_dir(model_dir, device, verify=verify)
+        onnx_files = [
+            name
+            for backend, name in [
+                (encoder_backend, ENCODER_ONNX_FILE),
+                (decoder_backend, DECODER_ONNX_FILE),
+            ]
+            if backend == "onnx"
+        ]
+        if verify and onnx_files:
+            verify_checksums(model_dir, bundle.metadata, onnx_files)
         encoder = _codec(encoder_backend, model_dir / ENCODER_ONNX_FILE, VAEEncoderMean, bundle.vae)
         decoder = _codec(decoder_backend, model_dir / DECODER_ONNX_FILE, VAEDecoder, bundle.vae)
         return cls(

@@ -15,10 +15,14 @@ import pytest
 import torch
 
 from models.alignment import AlignmentNet
-from models.config import TINY
+from models.config import TINY, AlignmentConfig
 from models.guidance import IntensityGuidance
 from models.schedulers import DDIMSampler, NoiseSchedule, randn_rows
 
+# an even smaller alignment net than `tiny`'s (one level, per-frame convs): trains in seconds
+CONFIG = TINY.replace(
+    alignment=AlignmentConfig(base_units=8, depth=(1,), num_heads=2, norm_groups=4, conv_kernel_t=1)
+)
 LATENT_SIDE = 4  # 32 x 32 pixels
 CHANNELS = TINY.vae.latent_channels
 TARGET = 0.6  # per-frame latent mean the guidance asks for
@@ -46,7 +50,7 @@ def trained_alignment(schedule: NoiseSchedule) -> AlignmentNet:
     # constructors draw from the global RNG; fork_rng restores it afterwards
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = AlignmentNet(TINY)
+        net = AlignmentNet(CONFIG)
     generator = torch.Generator().manual_seed(1)
     optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
