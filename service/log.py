@@ -6,12 +6,14 @@ Messages name jobs as `job=<id>`; they never contain API keys or uploaded data.
 from __future__ import annotations
 
 import logging
-import os
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s/%(threadName)s %(name)s: %(message)s"
 
 
 def configure_logging(level: str | None = None) -> None:
-    """Log to stderr at `level` (default `NOWCAST_LOG_LEVEL` or INFO)."""
-    level = (level or os.environ.get("NOWCAST_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(level=level, format=FORMAT, force=True)
+    """Log to stderr at `level` (default: `Settings.log_level`, i.e. `NOWCAST_LOG_LEVEL`)."""
+    if level is None:
+        from service.settings import get_settings
+
+        level = get_settings().log_level
+    logging.basicConfig(level=level.upper(), format=FORMAT, force=True)

@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     sse_poll_interval_s: float = Field(
         default=0.25, gt=0, description="how often an event stream checks the job for changes"
     )
-    default_members: int = Field(default=10, ge=1, le=64, description="ensemble members")
+    default_members: int = Field(
+        default=10, ge=1, le=64, description="ensemble members when the request names none"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     # --- lifetimes -----------------------------------------------------------------------------
     result_ttl_s: int = Field(default=24 * 3600, gt=0, description="forecast kept this long")

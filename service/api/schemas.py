@@ -40,7 +40,9 @@ class NowcastParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    members: int = Field(default=10, ge=1, le=MAX_MEMBERS, description="ensemble members")
+    members: int | None = Field(
+        default=None, ge=1, le=MAX_MEMBERS, description="ensemble members (default 10)"
+    )
     steps: int | None = Field(
         default=None, ge=1, le=1000, description="sampler steps (default: the model's)"
     )

@@ -262,3 +262,18 @@ def test_models_and_metrics(alpha: httpx.Client, cluster: Cluster) -> None:
     assert 'nowcast_jobs_total{outcome="successful"}' in metrics
     assert "nowcast_workers_alive 2.0" in metrics
     assert "nowcast_run_seconds_count" in metrics
+
+
+def test_openapi_documents_every_endpoint(cluster: Cluster) -> None:
+    spec = httpx.get(f"{cluster.url}/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths["/v1/nowcasts"]) == {"get", "post"}
+    assert set(paths["/v1/nowcasts/{job_id}"]) == {"get", "delete"}
+    for path in ("events", "result"):
+        assert "get" in paths[f"/v1/nowcasts/{{job_id}}/{path}"]
+    for path in ("/v1/models", "/healthz", "/readyz", "/metrics"):
+        assert "get" in paths[path]
+    body = paths["/v1/nowcasts"]["post"]["requestBody"]["content"]
+    assert {"application/x-netcdf", "multipart/form-data"} <= set(body)
+    assert httpx.get(f"{cluster.url}/docs").status_code == 200
+    assert httpx.put(f"{cluster.url}/healthz").json()["code"] == "method-not-allowed"

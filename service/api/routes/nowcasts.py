@@ -231,7 +231,7 @@ async def submit_nowcast(
         id=new_job_id(),
         tenant=tenant,
         params=JobParams(
-            members=params.members,
+            members=params.members or state.settings.default_members,
             steps=params.steps or config.diffusion.sampling_steps,
             # drawn here, not in the worker, so a redelivered job reproduces the same forecast
             seed=params.seed if params.seed is not None else secrets.randbelow(MAX_SEED),
