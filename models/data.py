@@ -22,7 +22,6 @@ Split by event (`VALIDATION_EVENTS`): `mch_20150515` and `knmi_20100826` are hel
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,8 +243,8 @@ def sample_crop_sequences(
     """`count` random crops of `event` that are fully covered in every frame of the sequence.
 
     The crops are drawn rain-weighted (`crop_candidates` over the whole sequence), each with a
-    random flip/rotation. Returns [] when the event has fewer than `window` sequence frames or
-    no fully covered crop.
+    random flip/rotation, as distinct (corner, transform) pairs (at most 8 per corner). Returns
+    [] when the event has fewer than `window` sequence frames or no fully covered crop.
     """
     indices = event.sequence_indices()
     if len(indices) < window:
@@ -254,10 +253,15 @@ def sample_crop_sequences(
     corners, weights = crop_candidates(frames, crop_px)
     if len(corners) == 0:
         return []
+    # distinct (corner, transform) pairs: a grid no larger than the crop (BoM after block
+    # averaging) has one corner, and repeating a pair would only duplicate a sequence
+    count = min(count, 8 * len(corners))
+    chosen: set[tuple[int, int]] = set()
+    while len(chosen) < count:
+        chosen.add((int(rng.choice(len(corners), p=weights)), int(rng.integers(8))))
     sequences = []
-    for pick in rng.choice(len(corners), size=count, p=weights):
+    for pick, transform in sorted(chosen):
         row, col = (int(v) for v in corners[pick])
-        transform = int(rng.integers(8))
         crop = frames[:, row : row + crop_px, col : col + crop_px]
         sequences.append(CropSequence(event.name, (row, col), transform, dihedral(crop, transform)))
     return sequences
@@ -266,11 +270,3 @@ def sample_crop_sequences(
 def num_windows(sequence_length: int, window: int) -> int:
     """Windows of `window` consecutive frames (stride 1) in a sequence of `sequence_length`."""
     return max(0, sequence_length - window + 1)
-
-
-def crops_per_event(events: Sequence[RadarEvent], total: int, window: int) -> dict[str, int]:
-    """Split `total` crop sequences over the usable events in proportion to their windows."""
-    windows = {e.name: num_windows(len(e.sequence_indices()), window) for e in events}
-    usable = {name: n for name, n in windows.items() if n > 0}
-    all_windows = sum(usable.values())
-    return {name: max(1, math.ceil(total * n / all_windows)) for name, n in usable.items()}

@@ -41,7 +41,7 @@ from models.training.common import (
 from models.training.latent_cache import LatentCache, WindowSampler, build_latent_cache
 from models.vae import FrameVAE
 
-DEFAULTS = {"steps": 3000, "batch_size": 8, "crop_px": 128, "lr": 5e-4}
+DEFAULTS = {"steps": 3000, "batch_size": 4, "crop_px": 256, "lr": 5e-4}
 WARMUP_STEPS = 200
 CACHE_NAME = "latents.pt"
 VALIDATION_CACHE_NAME = "latents_validation.pt"
@@ -51,7 +51,12 @@ LOG_FIELDS = ["step", "time_s", "lr", "loss", "val_loss"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", default="runs/vae", help="VAE run folder (checkpoint.pt)")
-    parser.add_argument("--cache-crops", type=int, default=48, help="crop sequences to encode")
+    parser.add_argument(
+        "--cache-crops", type=int, default=5, help="crop sequences to encode per training event"
+    )
+    parser.add_argument(
+        "--val-cache-crops", type=int, default=2, help="crop sequences per held-out event"
+    )
     parser.add_argument(
         "--cache-crop-px", type=int, default=256, help="side of the encoded crops [px]"
     )
@@ -80,7 +85,7 @@ def prepare_caches(
     rng = np.random.default_rng([args.seed, 1])
     t0 = time.monotonic()
     train = build_latent_cache(vae, train_events, config, args.cache_crop_px, args.cache_crops, rng)
-    val = build_latent_cache(vae, val_events, config, args.cache_crop_px, 8, rng)
+    val = build_latent_cache(vae, val_events, config, args.cache_crop_px, args.val_cache_crops, rng)
     print(
         f"ldm: encoded {len(train.latents)} training and {len(val.latents)} validation crop "
         f"sequences in {time.monotonic() - t0:.0f} s"

@@ -53,7 +53,16 @@ def runs(data_dir, tmp_path_factory) -> dict[str, Path]:
     runs = {stage: root / stage for stage in ("vae", "ldm", "alignment")}
     extra = {
         "vae": [],
-        "ldm": ["--vae", str(runs["vae"]), "--cache-crops", "2", "--cache-crop-px", "32"],
+        "ldm": [
+            "--vae",
+            str(runs["vae"]),
+            "--cache-crops",
+            "2",
+            "--val-cache-crops",
+            "1",
+            "--cache-crop-px",
+            "32",
+        ],
         "alignment": ["--ldm", str(runs["ldm"])],
     }
     for stage, run in runs.items():
@@ -129,3 +138,25 @@ def test_package_writes_a_loadable_model_folder(runs, tmp_path):
     assert (weights / "encoder.onnx").is_file() and (weights / "decoder.onnx").is_file()
     assert bundle.metadata.training["ldm"]["steps"] == 3
     assert (weights / "checkpoints" / "vae" / "checkpoint.pt").is_file()
+
+
+def test_window_sampler_balances_events_and_cuts_exact_sub_crop_means():
+    long = torch.zeros(40, 4, 6, 6)
+    short = torch.ones(14, 4, 6, 6)
+    rain_long = torch.zeros(40, 6, 6)
+    rain_short = torch.arange(14 * 36, dtype=torch.float32).reshape(14, 6, 6)
+    cache = LatentCache([long, short], [rain_long, rain_short], ["long", "short"])
+    sampler = WindowSampler(cache, frames_in=7, frames_out=6)
+    batch = sampler.batch(400, 2, np.random.default_rng(0))
+    from_short = (batch.latents[:, 0, 0, 0, 0] == 1).float().mean().item()
+    assert 0.4 < from_short < 0.6  # 2 windows vs 28, yet each event half of the draws
+    picked = batch.latents[:, 0, 0, 0, 0] == 1
+    means = batch.future_mean_mm_h[picked]
+    # every future mean is the mean of a 2x2 block window of some frame of `rain_short`
+    candidates = {
+        round(float(rain_short[t, r : r + 2, c : c + 2].mean()), 3)
+        for t in range(14)
+        for r in range(5)
+        for c in range(5)
+    }
+    assert {round(float(v), 3) for v in means.flatten()} <= candidates
