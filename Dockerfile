@@ -7,7 +7,8 @@
 #
 # Both final stages: non-root user 10001, the shipped model (models/weights/small-v1) installed with
 # the package, no compiler, no pip cache, tini as PID 1 so SIGTERM reaches the worker (it drains).
-# Versions are pinned in deploy/requirements/*.txt (common + cpu or gpu); every install is
+# Versions are pinned in deploy/requirements/*.txt (common + cpu + torch-cpu, or common + gpu);
+# every install is
 # `--no-deps` from those pins followed by `pip check`, so an unpinned dependency fails the build.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -24,11 +25,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # dependencies first: this layer is rebuilt only when the pins change, not on every code edit
-COPY deploy/requirements/common.txt deploy/requirements/cpu.txt /src/deploy/requirements/
-# torch's +cpu build exists only on the PyTorch CPU index; the exact `+cpu` pin keeps pip from
-# taking PyPI's CUDA build of the same release
-RUN pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu \
-        -r deploy/requirements/common.txt -r deploy/requirements/cpu.txt
+COPY deploy/requirements/common.txt deploy/requirements/cpu.txt \
+     deploy/requirements/torch-cpu.txt /src/deploy/requirements/
+# torch's +cpu build comes from the PyTorch CPU index alone; everything else from PyPI
+RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu \
+        -r deploy/requirements/torch-cpu.txt \
+    && pip install --no-deps -r deploy/requirements/common.txt -r deploy/requirements/cpu.txt
 COPY pyproject.toml README.md /src/
 COPY models /src/models
 COPY service /src/service
@@ -108,7 +110,7 @@ RUN apt-get update \
 COPY --from=gpu-builder /opt/venv /opt/venv
 # cuDNN is not in the CUDA runtime base; register the nvidia-cudnn-cu13 wheel that torch pins so
 # onnxruntime's CUDA provider finds the same libcudnn.so.9 that torch loads
-RUN /opt/venv/bin/python -c "import nvidia.cudnn as m; print(m.__path__[0] + '/lib')" \
+RUN /opt/venv/bin/python -c "import nvidia.cudnn as m; print(list(m.__path__)[0] + '/lib')" \
         > /etc/ld.so.conf.d/zz-nowcast-cudnn.conf \
     && ldconfig
 ENV PATH=/opt/venv/bin:$PATH \

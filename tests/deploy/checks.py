@@ -174,7 +174,7 @@ def requirements_problems(root: Path) -> list[str]:
     """deploy/requirements pins: exact, covering and satisfying pyproject.toml, CUDA-consistent."""
     folder = root / REQUIREMENTS_DIR
     problems: list[str] = []
-    files = {name: folder / f"{name}.txt" for name in ("common", "cpu", "gpu")}
+    files = {name: folder / f"{name}.txt" for name in ("common", "cpu", "torch-cpu", "gpu")}
     for path in files.values():
         if not path.is_file():
             return [f"{path.relative_to(root)} is missing"]
@@ -185,7 +185,7 @@ def requirements_problems(root: Path) -> list[str]:
                 problems.append(f"{REQUIREMENTS_DIR}/{name}.txt: {package} is not pinned with ==")
     project = _pyproject(root)["project"]
     images = {
-        "cpu": {**pins["common"], **pins["cpu"]},
+        "cpu": {**pins["common"], **pins["cpu"], **pins["torch-cpu"]},
         "gpu": {**pins["common"], **pins["gpu"]},
     }
     requirements = [Requirement(r) for r in project["dependencies"]]
@@ -204,11 +204,11 @@ def requirements_problems(root: Path) -> list[str]:
                 problems.append(
                     f"{image} image: {name}=={version} does not satisfy pyproject's {req}"
                 )
-    cpu_torch, gpu_torch = pins["cpu"].get("torch", ""), pins["gpu"].get("torch", "")
+    cpu_torch, gpu_torch = pins["torch-cpu"].get("torch", ""), pins["gpu"].get("torch", "")
     if Version(cpu_torch or "0").public != Version(gpu_torch or "0").public:
         problems.append(f"torch differs between images: cpu {cpu_torch}, gpu {gpu_torch}")
     if cpu_torch and Version(cpu_torch).local != "cpu":
-        problems.append(f"cpu.txt: torch=={cpu_torch} is not the +cpu build")
+        problems.append(f"torch-cpu.txt: torch=={cpu_torch} is not the +cpu build")
     return problems
 
 
@@ -343,6 +343,33 @@ def _cuda_problems(root: Path, stages: list[Stage]) -> list[str]:
     for name, version in pins.items():
         if name.startswith("nvidia-cuda-") and Version(version).release[:2] != base_cuda:
             problems.append(f"gpu.txt: {name}=={version} is not CUDA {base_cuda}")
+    return problems
+
+
+def shipped_model_problems(root: Path) -> list[str] | None:
+    """The shipped model reaches the image: in the build context, in the wheel, real files.
+
+    Returns None when the repository has no shipped model yet (nothing to check).
+    """
+    from service.settings import SHIPPED_MODEL_DIR
+
+    relative = SHIPPED_MODEL_DIR.relative_to(Path(__file__).resolve().parents[2])
+    folder = root / relative
+    if not (folder / "model.yaml").is_file():
+        return None
+    problems = []
+    ignore = read_dockerignore(root / ".dockerignore")
+    package_data = _pyproject(root)["tool"]["setuptools"]["package-data"].get("models", [])
+    packaged = {p for pattern in package_data for p in (root / "models").glob(pattern)}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(root))
+        if is_ignored(name, ignore):
+            problems.append(f"{name}: excluded from the build context by .dockerignore")
+        if path not in packaged:
+            problems.append(f"{name}: not in pyproject's package-data, so not in the image")
+        with path.open("rb") as handle:
+            if handle.read(40).startswith(b"version https://git-lfs"):
+                problems.append(f"{name}: a Git LFS pointer, not the weights")
     return problems
 
 

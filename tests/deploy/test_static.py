@@ -101,6 +101,33 @@ def test_dockerfile(api_routes: set[str]) -> None:
     assert checks.dockerfile_problems(ROOT, api_routes) == []
 
 
+def test_shipped_model_goes_into_the_image() -> None:
+    problems = checks.shipped_model_problems(ROOT)
+    if problems is None:
+        pytest.skip(
+            "no shipped model committed yet (models/weights/small-v1): the image build "
+            "stops with 'shipped model missing' until it is"
+        )
+    assert problems == []
+
+
+def test_shipped_model_check_catches_an_ignored_weights_file(scratch: Path) -> None:
+    (scratch / "models").unlink()  # a real copy: this test writes into it
+    shutil.copytree(
+        ROOT / "models", scratch / "models", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    folder = scratch / "models" / "weights" / "small-v1"
+    if not (folder / "model.yaml").is_file():
+        folder.mkdir(parents=True)
+        (folder / "model.yaml").write_text("config: {}\n")
+        (folder / "denoiser.safetensors").write_bytes(b"\x00" * 64)
+    assert checks.shipped_model_problems(scratch) == []
+    with (scratch / ".dockerignore").open("a") as handle:
+        handle.write("models/weights\n")
+    problems = checks.shipped_model_problems(scratch) or []
+    assert any("excluded from the build context" in problem for problem in problems), problems
+
+
 def test_compose_files_match_the_compose_spec() -> None:
     assert checks.compose_schema_problems(ROOT) == []
 
