@@ -107,7 +107,8 @@ def train(args: argparse.Namespace) -> int:
         state = load_checkpoint(run_dir, device)
         network.load_state_dict(state["alignment"])
         ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
+        if "optimiser" in state:  # slim checkpoints (shipped with the model) have none
+            optimiser.load_state_dict(state["optimiser"])
         restore_rng(state["rng"], generator, rng)
         start_step, elapsed_s = state["step"], state["elapsed_s"]
 

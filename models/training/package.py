@@ -3,9 +3,10 @@
 Writes the VAE weights, the EMA weights of the denoiser and of the alignment net, `model.yaml`
 (with the LDM run's `latent_scale` and a `training` summary: steps, wall time and validation
 figures per stage), then exports and checks `encoder.onnx` / `decoder.onnx`. With
-`--checkpoints` it also copies each run's `checkpoint.pt` and `log.csv` to
-`<weights>/checkpoints/<stage>/`, from where a later session resumes a stage with
-`cp -r <weights>/checkpoints/<stage> runs/<stage>` and `nowcast train <stage> ... --resume`.
+`--checkpoints` it also writes each run's checkpoint without its optimiser states (see
+`slim_checkpoint`) and its `log.csv` to `<weights>/checkpoints/<stage>/`, from where a later
+session resumes a stage with `cp -r <weights>/checkpoints/<stage> runs/<stage>` and
+`nowcast train <stage> ... --resume`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from models.config import ModelConfig
 from models.data import VALIDATION_EVENTS
 from models.earthformer_unet import EarthformerUNet
 from models.export import export_model_dir
-from models.training.common import CHECKPOINT_NAME, LOG_NAME, load_checkpoint
+from models.training.common import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint
 from models.vae import FrameVAE
 
+OPTIMISER_KEYS = ("optimiser", "opt_vae", "opt_disc")
 STAGE_METRICS = {"vae": "val_mae_mm_h", "ldm": "val_loss", "alignment": "val_rel_error"}
 
 
@@ -38,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="1")
     parser.add_argument("--checkpoints", action="store_true", help="copy resumable checkpoints")
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+
+
+def slim_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without optimiser states (about a third of the size): resuming from it
+    restarts Adam's moment estimates, which the learning-rate warm-up absorbs."""
+    return {k: v for k, v in state.items() if k not in OPTIMISER_KEYS}
 
 
 def _summary(stage: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +100,8 @@ def package(args: argparse.Namespace) -> int:
             runs["alignment"] = args.alignment
         for stage, run in runs.items():
             target = args.weights / "checkpoints" / stage
-            target.mkdir(parents=True, exist_ok=True)
-            for name in (CHECKPOINT_NAME, LOG_NAME):
-                if (run / name).exists():
-                    shutil.copy2(run / name, target / name)
+            save_checkpoint(target, slim_checkpoint(states[stage]))
+            if (run / LOG_NAME).exists():
+                shutil.copy2(run / LOG_NAME, target / LOG_NAME)
     print(f"package: wrote {args.weights}")
     return 0

@@ -98,8 +98,9 @@ def train(args: argparse.Namespace) -> int:
         state = load_checkpoint(run_dir, device)
         vae.load_state_dict(state["vae"])
         discriminator.load_state_dict(state["discriminator"])
-        opt_vae.load_state_dict(state["opt_vae"])
-        opt_disc.load_state_dict(state["opt_disc"])
+        if "opt_vae" in state:  # slim checkpoints (shipped with the model) have none
+            opt_vae.load_state_dict(state["opt_vae"])
+            opt_disc.load_state_dict(state["opt_disc"])
         restore_rng(state["rng"], generator, rng)
         start_step, elapsed_s = state["step"], state["elapsed_s"]
 

@@ -137,7 +137,12 @@ def test_package_writes_a_loadable_model_folder(runs, tmp_path):
         torch.testing.assert_close(value, ldm_state["ema"]["shadow"][key])
     assert (weights / "encoder.onnx").is_file() and (weights / "decoder.onnx").is_file()
     assert bundle.metadata.training["ldm"]["steps"] == 3
-    assert (weights / "checkpoints" / "vae" / "checkpoint.pt").is_file()
+    # the shipped slim checkpoint resumes (fresh optimiser) and the step counter continues
+    slim = weights / "checkpoints" / "alignment"
+    assert "optimiser" not in load_checkpoint(slim)
+    resume = ["alignment", "--config", "tiny", "--ldm", str(runs["ldm"]), "--out", str(slim)]
+    assert main([*resume, "--steps", "4", "--batch-size", "2", "--crop-px", "32", "--resume"]) == 0
+    assert load_checkpoint(slim)["step"] == 4
 
 
 def test_window_sampler_balances_events_and_cuts_exact_sub_crop_means():
