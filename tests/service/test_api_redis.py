@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import redis
 import xarray as xr
 
 from tests.service.cluster import (
@@ -252,6 +253,18 @@ def test_result_not_ready_and_unknown(alpha: httpx.Client) -> None:
     alpha.delete(f"/v1/nowcasts/{job['id']}")
     unknown = alpha.get("/v1/nowcasts/00000000-0000-4000-8000-000000000000")
     assert unknown.status_code == 404 and unknown.json()["code"] == "job-not-found"
+
+
+def test_expired_result_answers_410(alpha: httpx.Client, cluster: Cluster, redis_url: str) -> None:
+    job = submit(alpha, RADAR, members=1, steps=2, seed=6).json()
+    assert wait_status(alpha, job["id"])["status"] == "successful"
+    prefix = cluster.env["NOWCAST_REDIS_KEY_PREFIX"]
+    db = redis.Redis.from_url(redis_url)
+    db.pexpire(f"{prefix}:job:{job['id']}:result", 1)  # let the result's TTL run out now
+    time.sleep(0.05)
+    gone = alpha.get(f"/v1/nowcasts/{job['id']}/result")
+    assert gone.status_code == 410 and gone.json()["code"] == "result-expired"
+    assert alpha.get(f"/v1/nowcasts/{job['id']}").json()["status"] == "successful"
 
 
 def test_models_and_metrics(alpha: httpx.Client, cluster: Cluster) -> None:

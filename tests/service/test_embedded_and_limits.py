@@ -1,7 +1,9 @@
-"""The embedded default (no Redis) driven by `nowcast submit`, and the queue-length limit."""
+"""The embedded default (no Redis) driven by `nowcast submit`; the queue limit and batching; the
+API process staying torch-free."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,15 @@ import httpx
 import pytest
 import xarray as xr
 
-from tests.service.cluster import RADAR_64, REPO, Cluster, delete_prefix, redis_env, submit
+from tests.service.cluster import (
+    RADAR_64,
+    REPO,
+    Cluster,
+    delete_prefix,
+    redis_env,
+    submit,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +50,55 @@ def test_embedded_round_trip_with_submit_cli(tmp_path: Path, tiny_model_dir: Pat
         cluster.stop()
 
 
-def test_queue_limit_answers_503(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> None:
-    env, prefix = redis_env(redis_url, model_dir=tiny_model_dir, max_queue_length=2)
-    cluster = Cluster(tmp_path, env)  # the API alone: nothing drains the queue
+def test_queue_limit_then_one_batch(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> None:
+    env, prefix = redis_env(
+        redis_url, model_dir=tiny_model_dir, max_queue_length=3, worker_batch_size=4
+    )
+    cluster = Cluster(tmp_path, env)
     try:
-        cluster.start_api(workers=0)
+        cluster.start_api(workers=0)  # the API alone: nothing drains the queue yet
         with httpx.Client(base_url=cluster.url, timeout=30) as client:
             radar = RADAR_64.read_bytes()
-            assert [submit(client, radar).status_code for _ in range(2)] == [202, 202]
+            jobs = [submit(client, radar, members=1, steps=2) for _ in range(3)]
+            assert [r.status_code for r in jobs] == [202, 202, 202]
             full = submit(client, radar)
             assert full.status_code == 503
             assert full.json()["code"] == "queue-full"
             assert int(full.headers["retry-after"]) > 0
             not_ready = client.get("/readyz")
             assert not_ready.status_code == 503 and not_ready.json()["code"] == "no-worker"
+
+            # one worker claims all three (same grid and steps) and runs them as one batch
+            cluster.start_worker()
+            cluster.wait_workers(1)
+            for response in jobs:
+                assert wait_status(client, response.json()["id"])["status"] == "successful"
+            metrics = client.get("/metrics").text
+            assert "nowcast_batch_size_count 1.0" in metrics
+            assert "nowcast_batch_size_sum 3.0" in metrics
+            assert submit(client, radar, members=1, steps=1).status_code == 202
     finally:
         cluster.stop()
         delete_prefix(redis_url, prefix)
+
+
+def test_api_process_never_imports_torch(redis_url: str, tiny_model_dir: Path) -> None:
+    code = (
+        "import sys; from fastapi.testclient import TestClient; "
+        "from service.api.app import create_app; "
+        "client = TestClient(create_app()); "
+        "assert client.get('/v1/models').status_code == 200; "
+        "print('torch' in sys.modules)"
+    )
+    env, prefix = redis_env(redis_url, model_dir=tiny_model_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    delete_prefix(redis_url, prefix)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
