@@ -161,7 +161,12 @@ class Worker:
                     stop.wait(2.0)
                     continue
                 if deliveries and not stop.is_set():
-                    self.process(deliveries)
+                    try:
+                        self.process(deliveries)
+                    except Exception:
+                        # e.g. Redis went away mid-job: the unacknowledged jobs come back to
+                        # a worker once their lease runs out
+                        logger.exception("worker %s: processing a claim failed", self.consumer)
                 elif deliveries:  # stopped between claim and start: hand them straight back
                     for delivery in deliveries:
                         self.store.release(delivery)
@@ -382,11 +387,16 @@ class _StepMonitor:
     def __call__(self, step: int, total: int) -> None:
         store = self.worker.store
         now = time.monotonic()
-        if step == total or now - self.last_progress >= self.worker.settings.progress_interval_s:
-            for job_id in self.job_ids:
-                store.set_progress(job_id, step, total)
-            self.last_progress = now
-        cancelled = store.cancel_requested(self.job_ids)
+        cancelled: set[str] = set()
+        try:
+            interval_s = self.worker.settings.progress_interval_s
+            if step == total or now - self.last_progress >= interval_s:
+                for job_id in self.job_ids:
+                    store.set_progress(job_id, step, total)
+                self.last_progress = now
+            cancelled = store.cancel_requested(self.job_ids)
+        except Exception as exc:  # a store hiccup must not fail the forecast; retry next step
+            logger.warning("progress/cancel check failed at step %d: %s", step, exc)
         if cancelled:
             raise _Cancelled(cancelled)
         if self.worker.draining_too_long():
