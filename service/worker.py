@@ -204,6 +204,10 @@ class Worker:
             for task in tasks:
                 groups[(task.radar.rain_mm_h.shape, task.job.params.steps)].append(task)
             for group in groups.values():
+                if self.draining_too_long():
+                    for task in group:
+                        self.store.release(task.delivery)
+                    continue
                 self._run_group(group)
         finally:
             with self._in_hand_lock:
