@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import OwnedJobDep, ServiceState, StateDep, StoreDep, TenantDep
 from service.api.errors import ProblemError, describe_errors, validation_errors
 from service.api.schemas import MAX_SEED, JobList, JobOut, Link, NowcastParams
-from service.api.upload import NETCDF_MEDIA_TYPES, read_submission
+from service.api.upload import read_submission
 from service.netcdf_io import RadarInput, RadarInputError, read_radar_netcdf
 from service.queue.constants import JobStatus
 from service.queue.jobs import Constraint, Job, JobParams, new_job_id
@@ -423,6 +423,3 @@ def cancel_nowcast(request: Request, job: OwnedJobDep, store: StoreDep) -> JSONR
     after = store.cancel(job.id) or job
     logger.info("job=%s cancel requested; status now %s", job.id, after.status.value)
     return JSONResponse(job_body(request, after))
-
-
-__all__ = ["router", "NETCDF_MEDIA_TYPES"]
