@@ -8,8 +8,8 @@
 # Both final stages: non-root user 10001, the shipped model (models/weights/small-v1) installed with
 # the package, no compiler, no pip cache, tini as PID 1 so SIGTERM reaches the worker (it drains).
 # Versions are pinned in deploy/requirements/*.txt (common + cpu + torch-cpu, or common + gpu);
-# every install is
-# `--no-deps` from those pins followed by `pip check`, so an unpinned dependency fails the build.
+# every install is `--no-deps` from those pins followed by `pip check`, so an unpinned dependency
+# fails the build.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # CUDA 13.0 user space: the same CUDA minor that torch 2.13.0's and onnxruntime-gpu 1.31.1's wheels
@@ -120,7 +120,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     NOWCAST_MODEL_CACHE_DIR=/tmp/nowcast-cache
 USER 10001:10001
 WORKDIR /home/nowcast
-# a worker serves no HTTP: healthy = its heartbeat in Redis is fresh (see `nowcast worker --help`)
+# a worker serves no HTTP: `nowcast worker --check` = a worker heartbeat in Redis is fresh
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
     CMD ["nowcast", "worker", "--check"]
 ENTRYPOINT ["tini", "--", "nowcast"]
