@@ -195,11 +195,22 @@ class Worker:
 
     # ------------------------------------------------------------------ one claim
     def process(self, deliveries: list[Delivery]) -> None:
-        """Start the claimed jobs, read their inputs, run them grouped by grid and steps."""
+        """Start the claimed jobs, read their inputs, run them grouped by grid and steps.
+
+        A redelivered job (its worker died holding it) may be what killed that worker, so it
+        runs alone, before the next claimed job is started (`claim` hands reclaimed jobs first):
+        a poison job then takes no batch-mates down with it, nor uses up their deliveries.
+        """
         with self._in_hand_lock:
             self._in_hand = list(deliveries)
         try:
-            tasks = [task for d in deliveries if (task := self._start(d)) is not None]
+            tasks = []
+            for delivery in deliveries:
+                task = self._start(delivery)
+                if task is not None and task.job.deliveries > 1:
+                    self._run_group([task])
+                elif task is not None:
+                    tasks.append(task)
             groups: dict[tuple[Any, ...], list[_Task]] = defaultdict(list)
             for task in tasks:
                 groups[(task.radar.rain_mm_h.shape, task.job.params.steps)].append(task)
@@ -432,6 +443,22 @@ def _run_embedded(worker: Worker, stop: threading.Event) -> None:
         logger.exception("embedded worker %s crashed", worker.consumer)
 
 
+def _check(store: JobStore, settings: Settings) -> int:
+    """Exit status of `nowcast worker --check`: 0 when a worker of this host beats."""
+    host_prefix = f"{socket.gethostname()}-"
+    try:
+        alive = [
+            name
+            for name in store.live_workers(settings.worker_heartbeat_max_age_s)
+            if name.startswith(host_prefix)
+        ]
+    except Exception as exc:
+        print(f"unhealthy: the queue store does not answer: {exc}")
+        return 1
+    print(f"{len(alive)} live worker(s) on {socket.gethostname()}")
+    return 0 if alive else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """`nowcast worker`: one worker process on the Redis queue."""
     parser = argparse.ArgumentParser(
@@ -442,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="health check: exit 0 when a worker sent a heartbeat recently, else 1",
+        help="health check: exit 0 when a worker on this host (container) sent a heartbeat "
+        "recently, else 1",
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     args = parser.parse_args(argv)
@@ -456,9 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = create_store(settings)
     if args.check:
-        alive = store.live_worker_count(settings.worker_heartbeat_max_age_s)
-        print(f"{alive} live worker(s)")
-        return 0 if alive else 1
+        return _check(store, settings)
 
     from service.model_source import resolve_model_dir
 

@@ -195,10 +195,10 @@ class MemoryJobStore(JobStore):
     def ping(self) -> None:
         return None
 
-    def live_worker_count(self, max_age_s: float) -> int:
+    def live_workers(self, max_age_s: float) -> list[str]:
         with self._cond:
             since = time.time() - max_age_s
-            return sum(1 for t in self._heartbeats.values() if t >= since)
+            return [name for name, t in self._heartbeats.items() if t >= since]
 
     def metrics_snapshot(self, worker_max_age_s: float) -> MetricsSnapshot:
         live = self.live_worker_count(worker_max_age_s)
@@ -351,16 +351,20 @@ class MemoryJobStore(JobStore):
             if job is None:
                 self._active.discard(delivery.job_id)
                 return
-            if job.status is not JobStatus.RUNNING:
+            # terminal, or a stale delivery (the job was queued again since): nothing to give back
+            if job.status.is_terminal or job.message_id != delivery.message_id:
                 return
             if job.cancel_requested:
                 self._settle(job, JobStatus.DISMISSED)
                 return
+            # an accepted job was claimed but never started (a worker stopping between claim and
+            # start): queued again like a running one, or it would never run
+            started = job.status is JobStatus.RUNNING
             message_id = self._enqueue(job.id)
             self._put(
                 job.replace(
                     status=JobStatus.ACCEPTED,
-                    deliveries=job.deliveries - 1,
+                    deliveries=job.deliveries - 1 if started else job.deliveries,
                     worker=None,
                     message_id=message_id,
                     progress_step=0,

@@ -168,21 +168,26 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS: job, active, stream, counter
 # ARGV: msg_id, group, now_ms, job_id
-_RELEASE = """
+_RELEASE = f"""
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[4])
   return 'gone'
 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'unchanged' end
+local status = redis.call('HGET', KEYS[1], 'status')
+if {_TERMINAL_LUA} then return 'unchanged' end
+-- a stale delivery (the job was queued again since) must not add a second entry
+if redis.call('HGET', KEYS[1], 'message_id') ~= ARGV[1] then return 'unchanged' end
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   redis.call('HSET', KEYS[1], 'status', 'dismissed', 'finished_ms', ARGV[3], 'updated_ms', ARGV[3])
   redis.call('SREM', KEYS[2], ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'dismissed', 1)
   return 'dismissed'
 end
-redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
+-- 'accepted': claimed but never started (a worker stopping between claim and start); its entry
+-- was just deleted, so it must be queued again like a running one, or it would never run
+if status == 'running' then redis.call('HINCRBY', KEYS[1], 'deliveries', -1) end
 local msg = redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[4])
 redis.call('HSET', KEYS[1], 'status', 'accepted', 'worker', '', 'message_id', msg,
   'progress_step', '0', 'updated_ms', ARGV[3])
@@ -343,9 +348,9 @@ class RedisJobStore(JobStore):
         except redis.RedisError as exc:
             raise StoreUnavailableError(str(exc)) from exc
 
-    def live_worker_count(self, max_age_s: float) -> int:
+    def live_workers(self, max_age_s: float) -> list[str]:
         since = now_ms() - int(max_age_s * 1000)
-        return int(self.client.zcount(self.keys.heartbeats, since, "+inf"))
+        return [w.decode() for w in self.client.zrangebyscore(self.keys.heartbeats, since, "+inf")]
 
     def metrics_snapshot(self, worker_max_age_s: float) -> MetricsSnapshot:
         self._ensure_group()

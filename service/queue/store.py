@@ -150,8 +150,11 @@ class JobStore(ABC):
         """Raise `StoreUnavailableError` when the store cannot be reached."""
 
     @abstractmethod
+    def live_workers(self, max_age_s: float) -> list[str]:
+        """Consumer names of the workers whose last heartbeat is younger than `max_age_s`."""
+
     def live_worker_count(self, max_age_s: float) -> int:
-        """Workers whose last heartbeat is younger than `max_age_s`."""
+        return len(self.live_workers(max_age_s))
 
     @abstractmethod
     def metrics_snapshot(self, worker_max_age_s: float) -> MetricsSnapshot:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +82,18 @@ def _pid_of(consumer: str) -> int:
 def _precip(data: bytes) -> np.ndarray:
     with netCDF4.Dataset("forecast.nc", memory=data) as ds:
         return np.ma.filled(ds["precip"][:], np.nan)
+
+
+def test_health_check_exit_code(prefix_and_cluster: tuple[str, Cluster], redis_url: str) -> None:
+    _, cluster = prefix_and_cluster
+
+    def check(env: dict[str, str]) -> int:
+        command = [sys.executable, "-m", "service.cli", "worker", "--check"]
+        return subprocess.run(command, env=env, capture_output=True, timeout=60).returncode
+
+    assert check(cluster.env) == 0
+    assert check({**cluster.env, "NOWCAST_REDIS_KEY_PREFIX": "nowcast-test-nobody"}) == 1
+    assert check({**cluster.env, "NOWCAST_REDIS_URL": "redis://127.0.0.1:1/0"}) == 1
 
 
 def test_kill_9_mid_job_another_worker_finishes(
