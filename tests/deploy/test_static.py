@@ -121,7 +121,7 @@ def test_shipped_model_check_catches_an_ignored_weights_file(scratch: Path) -> N
     )
     folder = scratch / "models" / "weights" / "small-v1"
     if not (folder / "model.yaml").is_file():
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.yaml").write_text("config: {}\n")
         (folder / "denoiser.safetensors").write_bytes(b"\x00" * 64)
     assert checks.shipped_model_problems(scratch) == []
