@@ -1,0 +1,211 @@
+"""Worker faults over a real Redis with real worker processes: kill -9 ten times, a poison job
+that always crashes its worker, SIGTERM mid-job."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import netCDF4
+import numpy as np
+import pytest
+
+from tests.reliability.crashing_worker import CRASH_EXIT_CODE, POISON_SEED
+from tests.reliability.fleet import CRASHING_WORKER, Fleet, QueueProbe, consumer_pid, kill
+from tests.service.cluster import RADAR_64, delete_prefix, redis_env, submit, wait_for, wait_status
+
+pytestmark = pytest.mark.integration
+
+RADAR = RADAR_64.read_bytes()
+# short leases so that reclaims happen within a test's time; a live worker renews every 0.5 s
+FAST_FAILOVER = {
+    "lease_s": 2.0,
+    "heartbeat_interval_s": 0.5,
+    "worker_heartbeat_max_age_s": 3,
+    "worker_poll_s": 0.3,
+    "progress_interval_s": 0.1,
+}
+
+
+def _precip(data: bytes) -> np.ndarray:
+    """`(members, T, H, W)` rain rate [mm h-1] of a forecast file, NaN = no coverage."""
+    with netCDF4.Dataset("forecast.nc", memory=data) as ds:
+        return np.ma.filled(ds["precip"][:].astype(np.float32), np.nan)
+
+
+@pytest.fixture()
+def fleet_factory(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Iterator[callable]:
+    made: list[tuple[Fleet, QueueProbe]] = []
+
+    def make(worker_command=None, **settings) -> tuple[Fleet, QueueProbe]:
+        env, prefix = redis_env(
+            redis_url, model_dir=tiny_model_dir, **{**FAST_FAILOVER, **settings}
+        )
+        fleet = Fleet(
+            tmp_path, env, **({"worker_command": worker_command} if worker_command else {})
+        )
+        probe = QueueProbe(redis_url, prefix)
+        made.append((fleet, probe))
+        return fleet, probe
+
+    yield make
+    for fleet, probe in made:
+        fleet.stop()
+        delete_prefix(redis_url, probe.prefix)
+        probe.close()
+
+
+def test_kill_9_ten_times_loses_nothing(fleet_factory) -> None:
+    kills_wanted, jobs_n, steps = 10, 12, 40
+    # one job per worker at a time, so a kill hits exactly one job, and batch composition cannot
+    # change the numbers; deliberate kills may hit one job many times, hence many deliveries
+    fleet, probe = fleet_factory(worker_batch_size=1, max_deliveries=kills_wanted + 2)
+    fleet.start_api()
+    for _ in range(3):
+        fleet.start_worker()
+    fleet.wait_workers(3)
+    with httpx.Client(base_url=fleet.url, timeout=30) as client:
+        seeds = [1000 + i for i in range(jobs_n)]
+        ids = [submit(client, RADAR, members=1, steps=steps, seed=s).json()["id"] for s in seeds]
+
+        killed: list[tuple[str, int]] = []  # (job id, step it was at)
+
+        def victim() -> tuple[str, int, int] | None:
+            for job_id in ids:
+                record = probe.job(job_id)
+                step = int(record.get("progress_step") or 0)
+                if record.get("status") == "running" and 1 <= step < steps:
+                    pid = consumer_pid(record["worker"])
+                    proc = fleet.worker_by_pid(pid)
+                    if proc is not None and proc.poll() is None:
+                        return job_id, step, pid
+            return None
+
+        fleet.supervise(3)
+        while len(killed) < kills_wanted:
+            job_id, step, pid = wait_for(victim, 90, "a job in the middle of its run", 0.05)
+            kill(fleet.worker_by_pid(pid))
+            killed.append((job_id, step))
+        finals = [wait_status(client, job_id, timeout_s=150) for job_id in ids]
+        fleet.stop_supervising()
+
+        assert [f["status"] for f in finals] == ["successful"] * jobs_n, fleet.logs()
+        assert fleet.replaced >= kills_wanted
+        for job_id, _step in killed:
+            assert int(probe.job(job_id)["deliveries"]) >= 2
+        disturbed = [client.get(f"/v1/nowcasts/{i}/result").content for i in ids]
+
+        # exactly one result each: one success counted per job, nothing pending or dead
+        assert probe.counters().get("successful") == jobs_n
+        assert (probe.pending(), probe.stream_length(), probe.active()) == (0, 0, set())
+        assert probe.dead_letters() == []
+        assert all(probe.has_result(i) and not probe.has_input(i) for i in ids)
+
+        # an undisturbed run with the same seeds gives the same forecasts, bit for bit
+        again = [submit(client, RADAR, members=1, steps=steps, seed=s).json()["id"] for s in seeds]
+        for job_id in again:
+            assert wait_status(client, job_id, timeout_s=120)["status"] == "successful"
+        for job_id, first in zip(again, disturbed, strict=True):
+            undisturbed = client.get(f"/v1/nowcasts/{job_id}/result").content
+            np.testing.assert_array_equal(_precip(first), _precip(undisturbed))
+    print(f"killed mid-job at steps {[s for _, s in killed]}; {fleet.replaced} workers replaced")
+
+
+def test_poison_job_is_dead_lettered_and_does_not_block_others(fleet_factory) -> None:
+    max_deliveries = 3
+    fleet, probe = fleet_factory(
+        worker_command=CRASHING_WORKER, worker_batch_size=4, max_deliveries=max_deliveries
+    )
+    fleet.start_api()
+    for _ in range(2):
+        fleet.start_worker()
+    fleet.wait_workers(2)
+    fleet.supervise(2)
+    with httpx.Client(base_url=fleet.url, timeout=30) as client:
+        poison = submit(client, RADAR, members=1, steps=3, seed=POISON_SEED).json()["id"]
+        behind = [
+            submit(client, RADAR, members=1, steps=3, seed=s).json()["id"] for s in range(7, 13)
+        ]
+        failed = wait_status(client, poison, timeout_s=150)
+        finals = [wait_status(client, job_id, timeout_s=90) for job_id in behind]
+
+    assert failed["status"] == "failed", fleet.logs()
+    assert failed["error"]["code"] == "dead-lettered"
+    assert f"delivered {max_deliveries} times" in failed["error"]["detail"]
+    record = probe.job(poison)
+    assert int(record["deliveries"]) == max_deliveries
+    dead = probe.dead_letters()
+    assert [d["job_id"] for d in dead] == [poison] and dead[0]["reason"]
+    # every job behind the poison finished; none of them was dead-lettered with it
+    assert [f["status"] for f in finals] == ["successful"] * len(behind), fleet.logs()
+    assert all(int(probe.job(i)["deliveries"]) < max_deliveries for i in behind)
+    crashed = [p.returncode for p in fleet.workers if p.poll() is not None]
+    assert crashed.count(CRASH_EXIT_CODE) == max_deliveries
+    assert (probe.pending(), probe.stream_length(), probe.active()) == (0, 0, set())
+
+
+def test_sigterm_mid_job_finishes_it_and_takes_no_more(fleet_factory) -> None:
+    fleet, probe = fleet_factory(worker_batch_size=1, worker_drain_s=60)
+    fleet.start_api()
+    worker = fleet.start_worker()
+    fleet.wait_workers(1)
+    with httpx.Client(base_url=fleet.url, timeout=30) as client:
+        first = submit(client, RADAR, members=1, steps=60, seed=1).json()["id"]
+        queued = [submit(client, RADAR, members=1, steps=2, seed=s).json()["id"] for s in (2, 3)]
+        wait_for(
+            lambda: int(probe.job(first).get("progress_step") or 0) >= 2, 60, "the job to run", 0.05
+        )
+        kill(worker, signal.SIGTERM)
+        assert worker.wait(timeout=90) == 0
+        # it finished the job in hand (within worker_drain_s) and took nothing else
+        assert client.get(f"/v1/nowcasts/{first}").json()["status"] == "successful"
+        assert [probe.job(i)["status"] for i in queued] == ["accepted", "accepted"]
+        assert all(probe.job(i).get("worker", "") == "" for i in queued)
+        # a new worker picks up what was queued behind it
+        fleet.start_worker()
+        assert [wait_status(client, i)["status"] for i in queued] == ["successful"] * 2
+
+
+def test_sigterm_past_drain_time_hands_the_job_over(fleet_factory) -> None:
+    fleet, probe = fleet_factory(worker_batch_size=1, worker_drain_s=0.5)
+    fleet.start_api()
+    first_worker = fleet.start_worker()
+    fleet.wait_workers(1)
+    with httpx.Client(base_url=fleet.url, timeout=30) as client:
+        job = submit(client, RADAR, members=1, steps=400, seed=4).json()["id"]
+        wait_for(lambda: int(probe.job(job).get("progress_step") or 0) >= 2, 60, "the job", 0.05)
+        released_at = time.monotonic()
+        kill(first_worker, signal.SIGTERM)
+        assert first_worker.wait(timeout=30) == 0
+        record = probe.job(job)
+        # handed back to the queue at once (not left to a lease expiry), not counted as a failure
+        assert record["status"] == "accepted" and record["worker"] == ""
+        assert int(record["deliveries"]) == 0
+        assert probe.stream_length() == 1 and probe.pending() == 0
+        fleet.start_worker()
+        wait_for(lambda: probe.job(job)["status"] == "running", 60, "another worker to take it")
+        assert time.monotonic() - released_at < 60
+        client.delete(f"/v1/nowcasts/{job}")
+        assert wait_status(client, job, timeout_s=30)["status"] == "dismissed"
+
+
+def test_sigterm_while_waiting_for_work_loses_no_job(fleet_factory) -> None:
+    # the worker blocks up to worker_poll_s in the queue read; a job that arrives after the
+    # SIGTERM but before that read returns is claimed by a stopping worker: it must go back
+    fleet, probe = fleet_factory(worker_batch_size=2, worker_poll_s=4)
+    fleet.start_api()
+    worker = fleet.start_worker()
+    fleet.wait_workers(1)
+    with httpx.Client(base_url=fleet.url, timeout=30) as client:
+        time.sleep(0.5)  # into its blocking read
+        kill(worker, signal.SIGTERM)
+        job = submit(client, RADAR, members=1, steps=2, seed=6).json()["id"]
+        assert worker.wait(timeout=30) == 0
+        record = probe.job(job)
+        assert record["status"] == "accepted", record
+        assert probe.stream_length() == 1, "the job has no queue entry left: it can never run"
+        fleet.start_worker()
+        assert wait_status(client, job, timeout_s=60)["status"] == "successful"
