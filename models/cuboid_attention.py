@@ -74,15 +74,14 @@ class LineSelfAttention(nn.Module):
         length, channels = x.shape[-2:]
         qkv = self.qkv(x).reshape(-1, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, d)
-        # a 4-D float bias lets PyTorch pick its fused CPU kernel at inference; its output is
-        # laid out as (N, L, heads, d), so the reshape below is free
+        # a 4-D float bias (not 3-D) lets PyTorch pick its fused CPU kernel at inference
         bias = self.relative_position_bias(length).to(query.dtype)[None]
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-        # the output projection contracts (heads, d) directly: no reshape of the attention output,
-        # whose memory layout differs between PyTorch's fused kernel and its ONNX decomposition
-        weight = self.proj.weight.reshape(-1, self.num_heads, self.head_dim)
-        out = torch.einsum("nhld,chd->nlc", out, weight) + self.proj.bias
-        return self.proj_drop(out.reshape(x.shape))
+        # an explicit copy to (N, L, heads, d): the attention output's memory layout differs
+        # between PyTorch's fused kernel and the decomposition used for ONNX export, so a
+        # reshape that is a free view in one is invalid in the other
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+        return self.proj_drop(self.proj(out.reshape(x.shape)))
 
 
 class FeedForward(nn.Module):
