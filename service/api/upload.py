@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from service.api.errors import ProblemError
 
@@ -27,13 +28,21 @@ MULTIPART = "multipart/form-data"
 async def read_submission(request: Request) -> tuple[bytes, dict[str, Any]]:
     """The uploaded file's bytes and the parameters found in the body (multipart `params`)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type in NETCDF_MEDIA_TYPES:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-        return bytes(body), {}
-    if media_type == MULTIPART:
-        return await _read_multipart(request)
+    try:
+        if media_type in NETCDF_MEDIA_TYPES:
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+            return bytes(body), {}
+        if media_type == MULTIPART:
+            return await _read_multipart(request)
+    except ClientDisconnect:
+        # a client hanging up mid-upload is the network, not a server error: no 500, no traceback
+        raise ProblemError(
+            400,
+            "upload-incomplete",
+            "the connection closed before the whole body arrived; send the file again",
+        ) from None
     raise ProblemError(
         415,
         "unsupported-media-type",
