@@ -72,6 +72,7 @@ def test_kill_9_ten_times_loses_nothing(fleet_factory) -> None:
         ids = [submit(client, RADAR, members=1, steps=steps, seed=s).json()["id"] for s in seeds]
 
         killed: list[tuple[str, int]] = []  # (job id, step it was at)
+        killed_pids: set[int] = set()
 
         def victim() -> tuple[str, int, int] | None:
             for job_id in ids:
@@ -80,15 +81,18 @@ def test_kill_9_ten_times_loses_nothing(fleet_factory) -> None:
                 if record.get("status") == "running" and 1 <= step < steps:
                     pid = consumer_pid(record["worker"])
                     proc = fleet.worker_by_pid(pid)
-                    if proc is not None and proc.poll() is None:
+                    if proc is not None and pid not in killed_pids and proc.poll() is None:
                         return job_id, step, pid
             return None
 
         fleet.supervise(3)
         while len(killed) < kills_wanted:
             job_id, step, pid = wait_for(victim, 90, "a job in the middle of its run", 0.05)
-            kill(fleet.worker_by_pid(pid))
+            proc = fleet.worker_by_pid(pid)
+            kill(proc)
+            killed_pids.add(pid)
             killed.append((job_id, step))
+            proc.wait(timeout=30)
         finals = [wait_status(client, job_id, timeout_s=150) for job_id in ids]
         fleet.stop_supervising()
 
