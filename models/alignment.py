@@ -107,6 +107,12 @@ class AlignmentNet(nn.Module):
                 f"expected sample (B, {self.frames_out}, {self.latent_channels}, h, w), "
                 f"got {tuple(sample.shape)}"
             )
+        context_shape = (batch, self.frames_in, channels, height, width)
+        if self.use_context and tuple(context.shape) != context_shape:
+            raise ValueError(
+                f"expected context (B, {self.frames_in}, C, h, w) matching the sample, "
+                f"got {tuple(context.shape)}"
+            )
         check_latent_grid(height, width, self.grid_factor, "AlignmentNet")
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)

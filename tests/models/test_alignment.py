@@ -66,8 +66,14 @@ def test_context_is_used_only_when_configured(generator: torch.Generator) -> Non
     torch.testing.assert_close(blind(sample, steps, context + 1.0), blind(sample, steps, context))
 
 
-def test_rejects_bad_grid(generator: torch.Generator) -> None:
+def test_rejects_bad_grid_and_context(generator: torch.Generator) -> None:
     net = _build()
+    with pytest.raises(ValueError, match="expected context"):
+        net(
+            _latents(generator, 1, TINY.frames_out),
+            torch.tensor([1]),
+            _latents(generator, 1, TINY.frames_in - 1),
+        )
     with pytest.raises(ValueError, match="multiple of 2"):
         net(
             _latents(generator, 1, TINY.frames_out, 8, 7),
