@@ -88,7 +88,9 @@ def train(args: argparse.Namespace) -> int:
     base_lr = args.lr or DEFAULTS["lr"]
 
     # the LDM run fixes the latent scale; its config may be a different preset than --config
-    config = ModelConfig.from_dict(load_checkpoint(ldm_run, "cpu")["config"])
+    state = load_checkpoint(run_dir, device) if args.resume else None
+    source = state if state is not None else load_checkpoint(ldm_run, "cpu")
+    config = ModelConfig.from_dict(source["config"])
     if config.name != args.config:
         raise SystemExit(f"--config {args.config} but the LDM run used {config.name}")
     cache = LatentCache.load(ldm_run / CACHE_NAME)
@@ -103,8 +105,7 @@ def train(args: argparse.Namespace) -> int:
     optimiser = torch.optim.AdamW(network.parameters(), lr=base_lr, weight_decay=0.0)
 
     start_step, elapsed_s = 0, 0.0
-    if args.resume:
-        state = load_checkpoint(run_dir, device)
+    if state is not None:
         network.load_state_dict(state["alignment"])
         ema.load_state_dict(state["ema"])
         if "optimiser" in state:  # slim checkpoints (shipped with the model) have none

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.config import ModelConfig, get_config
+
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 CPU_THREADS = 2  # the training machines have 2 cores
@@ -43,6 +45,18 @@ def select_device(name: str, threads: int = CPU_THREADS) -> torch.device:
         raise SystemExit(f"--device must be cpu or cuda, got {name!r}")
     torch.set_num_threads(threads)
     return torch.device("cpu")
+
+
+def stage_config(preset: str, state: dict[str, Any] | None) -> ModelConfig:
+    """The config a stage trains: a resumed run keeps the one stored in its checkpoint (the
+    preset may have changed since), a new run takes the preset."""
+    config = get_config(preset)
+    if state is None:
+        return config
+    stored = ModelConfig.from_dict(state["config"])
+    if stored.replace(latent_scale=config.latent_scale) != config:
+        print(f"note: resuming with the checkpoint's config, which differs from preset {preset!r}")
+    return stored
 
 
 def seeded_init(seed: int, build: Callable[[], ModuleT]) -> ModuleT:

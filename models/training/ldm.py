@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig, get_config
+from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.data import list_events, split_events
 from models.earthformer_unet import EarthformerUNet
 from models.schedulers import NoiseSchedule
@@ -37,6 +37,7 @@ from models.training.common import (
     seeded_init,
     select_device,
     set_lr,
+    stage_config,
 )
 from models.training.latent_cache import LatentCache, WindowSampler, build_latent_cache
 from models.vae import FrameVAE
@@ -147,9 +148,15 @@ def validation_loss(
 
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) the LDM stage; writes `<out>/checkpoint.pt`, `<out>/log.csv`."""
-    base_config = get_config(args.config)
     device = select_device(args.device, args.threads)
     run_dir = Path(args.out or "runs/ldm")
+    state = load_checkpoint(run_dir, device) if args.resume else None
+    if state is None:
+        # the VAE run fixes the VAE part of the config (the preset may have changed since)
+        vae_config = ModelConfig.from_dict(load_checkpoint(Path(args.vae))["config"]).vae
+        base_config = stage_config(args.config, None).replace(vae=vae_config)
+    else:
+        base_config = stage_config(args.config, state)
     steps = args.steps or DEFAULTS["steps"]
     batch_size = args.batch_size or DEFAULTS["batch_size"]
     crop_px = args.crop_px or DEFAULTS["crop_px"]
@@ -157,7 +164,9 @@ def train(args: argparse.Namespace) -> int:
     base_lr = args.lr or DEFAULTS["lr"]
 
     cache, val_cache = prepare_caches(args, base_config, device, run_dir)
-    config = base_config.replace(latent_scale=1.0 / cache.latent_std())
+    config = base_config
+    if state is None:
+        config = base_config.replace(latent_scale=1.0 / cache.latent_std())
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     denoiser = seeded_init(args.seed, lambda: EarthformerUNet(config)).to(device)
@@ -166,9 +175,7 @@ def train(args: argparse.Namespace) -> int:
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=base_lr, weight_decay=0.0)
 
     start_step, elapsed_s = 0, 0.0
-    if args.resume:
-        state = load_checkpoint(run_dir, device)
-        config = ModelConfig.from_dict(state["config"])
+    if state is not None:
         denoiser.load_state_dict(state["denoiser"])
         ema.load_state_dict(state["ema"])
         if "optimiser" in state:  # slim checkpoints (shipped with the model) have none

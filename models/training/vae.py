@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.config import get_config
 from models.data import FrameCropSampler, list_events, split_events
 from models.discriminator import PatchDiscriminator
 from models.training.common import (
@@ -32,6 +31,7 @@ from models.training.common import (
     seeded_init,
     select_device,
     set_lr,
+    stage_config,
 )
 from models.units import denormalise_rain, normalise_rain
 from models.vae import FrameVAE
@@ -73,9 +73,10 @@ def validation_mae_mm_h(vae: FrameVAE, rain_mm_h: np.ndarray, rain_max_mm_h: flo
 
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) the VAE stage; writes `<out>/checkpoint.pt` and `<out>/log.csv`."""
-    cfg = get_config(args.config)
     device = select_device(args.device, args.threads)
     run_dir = Path(args.out or "runs/vae")
+    state = load_checkpoint(run_dir, device) if args.resume else None
+    cfg = stage_config(args.config, state)
     steps = args.steps or DEFAULTS["steps"]
     batch_size = args.batch_size or DEFAULTS["batch_size"]
     crop_px = args.crop_px or DEFAULTS["crop_px"]
@@ -94,8 +95,7 @@ def train(args: argparse.Namespace) -> int:
     opt_disc = torch.optim.Adam(discriminator.parameters(), lr=base_lr, betas=(0.5, 0.9))
 
     start_step, elapsed_s = 0, 0.0
-    if args.resume:
-        state = load_checkpoint(run_dir, device)
+    if state is not None:
         vae.load_state_dict(state["vae"])
         discriminator.load_state_dict(state["discriminator"])
         if "opt_vae" in state:  # slim checkpoints (shipped with the model) have none
