@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.queue.store import StoreUnavailableError
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -115,6 +117,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(exc.errors())
         return problem_response(422, "invalid-parameters", describe_errors(errors), errors=errors)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        logger.warning("the job store does not answer: %s", exc)
+        return problem_response(
+            503,
+            "queue-unavailable",
+            "the job store does not answer for the moment; retry after a few seconds",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

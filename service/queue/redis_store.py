@@ -9,6 +9,7 @@ workers take entries idle longer than `lease_s` with XAUTOCLAIM.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -210,6 +211,26 @@ def _pairs_to_dict(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _outage_is_unavailable(cls: type[JobStore]) -> type[JobStore]:
+    """Make every `JobStore` method raise `StoreUnavailableError` while Redis cannot be reached,
+    so that callers (the API answers 503, not 500) need not know about redis-py."""
+
+    def translating(method):  # noqa: ANN001, ANN202 - keeps the method's own signature
+        @functools.wraps(method)
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            try:
+                return method(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise StoreUnavailableError(str(exc)) from exc
+
+        return call
+
+    for name in JobStore.__abstractmethods__:
+        setattr(cls, name, translating(getattr(cls, name)))
+    return cls
+
+
+@_outage_is_unavailable
 class RedisJobStore(JobStore):
     """The production `JobStore`: state in Redis, shared by any number of API and worker processes.
 
