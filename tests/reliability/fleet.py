@@ -50,18 +50,22 @@ class Fleet(Cluster):
         self._supervising = threading.Event()
         self.replaced = 0
 
-    def _spawn_module(self, command: tuple[str, ...], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn_module(
+        self, command: tuple[str, ...], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.tmp / log_name, "wb")  # noqa: SIM115 - lives as long as the process
         return subprocess.Popen(
             [sys.executable, "-m", *command],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn_module(self.worker_command, f"worker-{len(self.workers)}.log")
+    def start_worker(self, **settings: Any) -> subprocess.Popen[bytes]:
+        """Start a worker; `settings` override the fleet's, e.g. `worker_drain_s=0.5`."""
+        env = {f"NOWCAST_{name.upper()}": str(value) for name, value in settings.items()}
+        proc = self._spawn_module(self.worker_command, f"worker-{len(self.workers)}.log", env)
         self.workers.append(proc)
         return proc
 
