@@ -285,7 +285,10 @@ def list_nowcasts(
     tenant: TenantDep,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
-    offset: Annotated[int, Query(ge=0, description="jobs to skip (newest first)")] = 0,
+    # bounded: Redis refuses indices past 64 bits, and no tenant keeps a million jobs
+    offset: Annotated[
+        int, Query(ge=0, le=1_000_000, description="jobs to skip (newest first)")
+    ] = 0,
 ) -> JobList:
     """The caller's recent jobs, newest first, paged."""
     jobs, total = store.list_jobs(tenant, offset, limit)
