@@ -175,12 +175,13 @@ SMALL = ModelConfig(
     frames_in=7,
     frames_out=12,
     max_grid_px=512,
-    # sized for CPU: decoding 240 frames of 256 x 256 in ~2 s on 2 threads (see models/vae.py)
+    # sized for CPU: decoding 240 frames of 256 x 256 takes ~3 s of CPU time on one thread
+    # (measured); 2 resnets per decoder level would take ~5 s
     vae=VAEConfig(
         latent_channels=4,
         block_channels=(8, 8, 16, 32),
         encoder_layers_per_block=1,
-        decoder_layers_per_block=2,
+        decoder_layers_per_block=1,
         norm_groups=4,
         disc_channels=16,
         disc_layers=3,
