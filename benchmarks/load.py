@@ -335,7 +335,8 @@ def _report(figures: dict, args: argparse.Namespace) -> str:
     return "\n".join(
         [
             f"service: nowcast serve --workers {args.workers}, Redis, auth on; "
-            f"{os.cpu_count()} CPU cores; fast stand-in job {FAST_JOB} on 64x64x9",
+            f"{os.cpu_count()} CPU cores (1-min load average before/after "
+            f"{figures['config']['load_average_1min']}); fast stand-in job {FAST_JOB} on 64x64x9",
             f"status polling: {p['requests']} GETs at {p['target_rate_hz']:g} req/s for "
             f"{p['duration_s']:g} s (achieved {p['achieved_rate_hz']} req/s): "
             f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms "
@@ -369,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args.jobs = args.jobs or (50 if args.small else 1000)
 
     model_dir = args.model_dir or _tiny_model_dir(DEFAULT_MODEL_CACHE)
+    # the figures depend on what else the machine runs: report its load beside them
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nowcast-load-") as tmp:
         with running_service(
             args.redis_url, model_dir, args.workers, args.jobs + 10, Path(tmp)
@@ -382,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "job": FAST_JOB,
         "cpu_cores": os.cpu_count(),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(_report(figures, args))
     if args.json:
