@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,11 +36,17 @@ def _precip(data: bytes) -> np.ndarray:
         return np.ma.filled(ds["precip"][:].astype(np.float32), np.nan)
 
 
+FleetFactory = Callable[..., tuple[Fleet, QueueProbe]]
+
+
 @pytest.fixture()
-def fleet_factory(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Iterator[callable]:
+def fleet_factory(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Iterator[FleetFactory]:
+    """Make fleets on fresh key prefixes: `make(worker_command=None, **settings)`."""
     made: list[tuple[Fleet, QueueProbe]] = []
 
-    def make(worker_command=None, **settings) -> tuple[Fleet, QueueProbe]:
+    def make(
+        worker_command: tuple[str, ...] | None = None, **settings: object
+    ) -> tuple[Fleet, QueueProbe]:
         env, prefix = redis_env(
             redis_url, model_dir=tiny_model_dir, **{**FAST_FAILOVER, **settings}
         )
@@ -58,7 +64,7 @@ def fleet_factory(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Itera
         probe.close()
 
 
-def test_kill_9_ten_times_loses_nothing(fleet_factory) -> None:
+def test_kill_9_ten_times_loses_nothing(fleet_factory: FleetFactory) -> None:
     kills_wanted, jobs_n, steps = 10, 12, 40
     # one job per worker at a time, so a kill hits exactly one job, and batch composition cannot
     # change the numbers; deliberate kills may hit one job many times, hence many deliveries
@@ -118,7 +124,9 @@ def test_kill_9_ten_times_loses_nothing(fleet_factory) -> None:
     print(f"killed mid-job at steps {[s for _, s in killed]}; {fleet.replaced} workers replaced")
 
 
-def test_poison_job_is_dead_lettered_and_does_not_block_others(fleet_factory) -> None:
+def test_poison_job_is_dead_lettered_and_does_not_block_others(
+    fleet_factory: FleetFactory,
+) -> None:
     max_deliveries = 3
     fleet, probe = fleet_factory(
         worker_command=CRASHING_WORKER, worker_batch_size=4, max_deliveries=max_deliveries
@@ -151,7 +159,7 @@ def test_poison_job_is_dead_lettered_and_does_not_block_others(fleet_factory) ->
     assert (probe.pending(), probe.stream_length(), probe.active()) == (0, 0, set())
 
 
-def test_sigterm_finishes_or_hands_over_and_loses_nothing(fleet_factory) -> None:
+def test_sigterm_finishes_or_hands_over_and_loses_nothing(fleet_factory: FleetFactory) -> None:
     """Four workers in turn, each stopped by SIGTERM in another situation."""
     fleet, probe = fleet_factory(worker_batch_size=1, worker_poll_s=4)
     fleet.start_api()
