@@ -49,16 +49,19 @@ def test_jobs_survive_redis_restarts(tmp_path: Path, tiny_model_dir: Path) -> No
         workers = [fleet.start_worker(), fleet.start_worker()]
         fleet.wait_workers(2)
         with httpx.Client(base_url=fleet.url, timeout=30) as client:
-            ids = [
-                submit(client, RADAR, members=1, steps=25, seed=s).json()["id"] for s in range(10)
-            ]
-
-            def mid_run() -> bool:
-                statuses = [probe.job(i)["status"] for i in ids]
-                return "running" in statuses and "accepted" in statuses
-
+            ids: list[str] = []
             outage_answers = []
-            for sig in (signal.SIGTERM, signal.SIGKILL):  # a clean restart, then a crash
+            for wave, sig in enumerate((signal.SIGTERM, signal.SIGKILL)):  # clean, then a crash
+                wave_ids = [
+                    submit(client, RADAR, members=1, steps=25, seed=10 * wave + s).json()["id"]
+                    for s in range(6)
+                ]
+                ids += wave_ids
+
+                def mid_run(wave_ids: list[str] = wave_ids) -> bool:
+                    statuses = [probe.job(i)["status"] for i in wave_ids]
+                    return "running" in statuses and "accepted" in statuses
+
                 wait_for(mid_run, 60, "jobs both running and queued", interval_s=0.05)
                 server.stop(sig)
                 probe.db.connection_pool.disconnect()
