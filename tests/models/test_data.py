@@ -15,6 +15,7 @@ from models.data import (
     RadarEvent,
     crop_candidates,
     dihedral,
+    fill_transient_gaps,
     list_events,
     sample_crop_sequences,
     sequence_frame_step,
@@ -131,3 +132,15 @@ def test_dihedral_gives_eight_distinct_transforms_of_an_asymmetric_field():
     assert results[1].shape == (1, 4, 3)
     with pytest.raises(ValueError):
         dihedral(field, 8)
+
+
+def test_transient_gaps_are_filled_from_neighbouring_frames_but_coverage_edges_stay():
+    rain = np.arange(60 * 4, dtype=np.float32).reshape(60, 2, 2)
+    rain[0, 0, 0] = np.nan  # a dropout in the first frame: filled from the next frame
+    rain[10, 0, 0] = np.nan  # a dropout later on: filled from the previous frame
+    rain[:, 1, 1] = np.nan  # never covered: stays missing
+    filled = fill_transient_gaps(rain)
+    assert filled[0, 0, 0] == rain[1, 0, 0]
+    assert filled[10, 0, 0] == rain[9, 0, 0]
+    assert np.isnan(filled[:, 1, 1]).all()
+    assert np.isnan(rain[0, 0, 0])  # the input is not modified
