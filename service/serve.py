@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -70,6 +71,11 @@ class WorkerProcesses:
                 proc.wait()
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # a requested stop: leave through `finally` (workers stopped), with status 0
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the API (uvicorn) and the workers; returns when the server stops."""
     settings = get_settings()
@@ -95,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.api.app import create_app
 
+    # uvicorn re-raises a SIGTERM after its graceful shutdown; under the default action that
+    # would end this process before `finally` stops the worker children, orphaning them
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     workers: WorkerProcesses | None = None
     if settings.redis_url:
         # the app first: it resolves (and if need be creates) the model folder the workers load
