@@ -19,22 +19,22 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-1}
 SEED=${SEED:-0}
-VAE_STEPS=${VAE_STEPS:-2800}
-LDM_STEPS=${LDM_STEPS:-1500}
-ALIGNMENT_STEPS=${ALIGNMENT_STEPS:-800}
+VAE_STEPS=${VAE_STEPS:-5000}
+LDM_STEPS=${LDM_STEPS:-6000}
+ALIGNMENT_STEPS=${ALIGNMENT_STEPS:-2500}
 WEIGHTS=${WEIGHTS:-models/weights/small-v1}
 
 common=(--config small --device "$DEVICE" --threads "$THREADS" --seed "$SEED" --checkpoint-every-s 180)
 if [[ -n "${RESUME:-}" ]]; then common+=(--resume); fi
 if [[ -n "${MAX_MINUTES:-}" ]]; then common+=(--max-minutes "$MAX_MINUTES"); fi
 
-# 1. frame-wise VAE: 128 px crops of every training frame, adversarial loss from 70 % of the steps
+# 1. frame-wise VAE: 128 px crops of every training frame, adversarial loss from 60 % of the steps
 nowcast train vae "${common[@]}" --out runs/vae \
-    --steps "$VAE_STEPS" --batch-size 8 --crop-px 128 --disc-start-fraction 0.7
+    --steps "$VAE_STEPS" --batch-size 8 --crop-px 128 --disc-start-fraction 0.6
 
-# 2. latent diffusion on 256 px crops encoded once (5 crop sequences per training event)
+# 2. latent diffusion on 256 px crops encoded once (12 crop sequences per training event)
 nowcast train ldm "${common[@]}" --out runs/ldm --vae runs/vae \
-    --steps "$LDM_STEPS" --batch-size 4 --crop-px 256 --cache-crops 5 --val-cache-crops 2 \
+    --steps "$LDM_STEPS" --batch-size 8 --crop-px 256 --cache-crops 12 --val-cache-crops 2 \
     --ema-decay 0.995
 
 # 3. knowledge alignment on the LDM's latent cache
