@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_RADAR = REPO.parent / "shared" / "data" / "radar"
 LATLON_FIXTURE = DATA / "mrms_20190610_64.nc"
 CF_TABLES = DATA / "cf"
+QUANTUM_MM_H = (
+    1 / 128
+)  # storage step of rain rates in the forecast file (least_significant_digit 2)
 JOB_ATTRS = {
     "model_name": "tiny",
     "model_version": "0.1.0",
@@ -430,14 +433,19 @@ def test_output_values_and_missing_coverage(
     assert no_coverage.any()
     expected = np.where(no_coverage, np.nan, forecast)
     with xr.open_dataset(path) as ds:
-        np.testing.assert_array_equal(ds["precip"].values, expected)
+        # rain rates are stored rounded to multiples of 1/128 mm h-1
+        np.testing.assert_allclose(ds["precip"].values, expected, rtol=0, atol=QUANTUM_MM_H / 2)
+        np.testing.assert_array_equal(np.isnan(ds["precip"].values), np.isnan(expected))
         for name in ("precip_mean", "exceedance_probability", "precip_percentile"):
             values = ds[name].values
             assert np.isnan(values[..., no_coverage]).all()
             assert not np.isnan(values[..., ~no_coverage]).any()
         covered = ~no_coverage
         np.testing.assert_allclose(
-            ds["precip_mean"].values[:, covered], forecast.mean(axis=0)[:, covered], rtol=1e-6
+            ds["precip_mean"].values[:, covered],
+            forecast.mean(axis=0)[:, covered],
+            rtol=1e-6,
+            atol=QUANTUM_MM_H / 2,
         )
         exceed = ds["exceedance_probability"].sel(threshold=1.0).values
         np.testing.assert_allclose(
@@ -448,6 +456,7 @@ def test_output_values_and_missing_coverage(
             ds["precip_percentile"].values[:, :, covered],
             np.percentile(forecast, [10, 50, 90], axis=0)[:, :, covered],
             rtol=1e-5,
+            atol=QUANTUM_MM_H / 2,
         )
     with xr.open_dataset(path, mask_and_scale=False) as raw:
         stored = raw["precip"].values
