@@ -77,7 +77,9 @@ class Settings(BaseSettings):
         default=100, gt=0, description="jobs waiting or running before submit answers 503"
     )
     retry_after_s: int = Field(
-        default=5, gt=0, description="Retry-After sent with 202 (poll) and 503 (queue full)"
+        default=5,
+        gt=0,
+        description="Retry-After of 202 and result-not-ready answers; queue-full 503s say 6x this",
     )
     sse_poll_interval_s: float = Field(
         default=0.25, gt=0, description="how often an event stream checks the job for changes"
