@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+REDIS_URL = os.environ.get("NOWCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +20,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.bundle import create_random_model_dir
 
     return create_random_model_dir(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the test Redis (tests/service, tests/reliability); every test uses its own key
+    prefix on it."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"no Redis at {REDIS_URL} ({exc}); start one with "
+            "`redis-server --daemonize yes --port 6379 --save '' --appendonly no` "
+            "or run `bash .ci/run`"
+        )
+    return REDIS_URL

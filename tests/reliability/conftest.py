@@ -1,6 +1,5 @@
-"""Fixtures of the reliability tests.
+"""Fixtures of the reliability tests (`redis_url` and `tiny_model_dir` are in tests/conftest.py).
 
-- `redis_url`: the shared test Redis (each fleet uses its own key prefix on it);
 - `guarded`: one API + one worker with API keys for three tenants and a request-size limit, for
   the hostile-input and security tests; its logs are grepped for keys and payload at the end.
 """
@@ -15,11 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.fleet import Fleet, QueueProbe
-from tests.service.cluster import delete_prefix, redis_env, write_keys_file
-from tests.service.conftest import redis_url
-
-__all__ = ["redis_url", "guarded", "Guarded"]
+from tests.support.cluster import Cluster, deployment, write_keys_file
+from tests.support.queue_probe import QueueProbe
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -28,7 +24,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 class Guarded:
     """A running fleet with auth on: keys by tenant name, and a queue probe of its prefix."""
 
-    fleet: Fleet
+    fleet: Cluster
     probe: QueueProbe
     keys: dict[str, str]  # tenant -> API key
     max_body_bytes: int
@@ -46,7 +42,8 @@ def guarded(
     # fresh random keys, so that finding one in a log cannot be a coincidence
     keys = {tenant: secrets.token_urlsafe(32) for tenant in ("alpha", "beta", "corpus")}
     keys_file = write_keys_file(tmp / "keys.json", {key: tenant for tenant, key in keys.items()})
-    env, prefix = redis_env(
+    with deployment(
+        tmp,
         redis_url,
         model_dir=tiny_model_dir,
         api_keys_file=keys_file,
@@ -56,15 +53,6 @@ def guarded(
         progress_interval_s=0.1,
         sse_poll_interval_s=0.1,
         log_level="DEBUG",  # the strictest case for "no key or payload in logs"
-    )
-    fleet = Fleet(tmp, env)
-    probe = QueueProbe(redis_url, prefix)
-    try:
-        fleet.start_api()
-        fleet.start_worker()
-        fleet.wait_workers(1)
+    ) as (fleet, probe):
+        fleet.start(workers=1)
         yield Guarded(fleet, probe, keys, MAX_BODY_BYTES)
-    finally:
-        fleet.stop()
-        delete_prefix(redis_url, prefix)
-        probe.close()

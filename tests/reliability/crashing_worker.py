@@ -16,6 +16,8 @@ import sys
 POISON_SEED = 666_000_666
 # exit status of a poisoned worker (EX_SOFTWARE), so logs tell it from a kill
 CRASH_EXIT_CODE = 70
+# `python -m` arguments of this worker, for `tests.support.cluster.Cluster(worker_command=...)`
+CRASHING_WORKER = ("tests.reliability.crashing_worker",)
 
 
 def install_crash_hook() -> None:

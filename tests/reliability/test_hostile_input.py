@@ -18,7 +18,7 @@ import pytest
 
 from tests.reliability.conftest import Guarded
 from tests.service.broken_netcdf import BROKEN_CASES
-from tests.service.cluster import RADAR_64, submit, wait_status
+from tests.support.cluster import RADAR_64, submit, wait_status
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.cluster import REPO
+from tests.support.cluster import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.fleet import Fleet, QueueProbe
-from tests.reliability.redis_server import RedisServer
-from tests.service.cluster import RADAR_64, redis_env, submit, wait_for
+from tests.support.cluster import RADAR_64, TERMINAL, Cluster, redis_env, submit, wait_for
+from tests.support.queue_probe import QueueProbe
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
 RADAR = RADAR_64.read_bytes()
-TERMINAL = ("successful", "failed", "dismissed")
 
 
 def _status(client: httpx.Client, job_id: str) -> str | None:
@@ -42,12 +41,11 @@ def test_jobs_survive_redis_restarts(tmp_path: Path, tiny_model_dir: Path) -> No
         progress_interval_s=0.1,
         worker_batch_size=2,
     )
-    fleet = Fleet(tmp_path, env)
+    fleet = Cluster(tmp_path, env)
     probe = QueueProbe(server.url, prefix)
     try:
-        fleet.start_api()
-        workers = [fleet.start_worker(), fleet.start_worker()]
-        fleet.wait_workers(2)
+        fleet.start(workers=2)
+        workers = list(fleet.workers)
         with httpx.Client(base_url=fleet.url, timeout=30) as client:
             ids: list[str] = []
             outage_answers = []

@@ -6,30 +6,21 @@ it was acknowledged and dropped; these pin the store contract directly, without 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from service.queue.constants import JobStatus
-from service.queue.memory_store import MemoryJobStore
 from service.queue.store import JobStore, QueuePolicy
-from tests.service.test_store import make_job
+from tests.support.stores import BACKENDS, job_store, make_job
 
 POLICY = QueuePolicy(lease_s=30.0, max_deliveries=3)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[JobStore]:
-    if request.param == "memory":
-        yield MemoryJobStore(POLICY)
-        return
-    from service.queue.redis_store import RedisJobStore
-
-    redis_store = RedisJobStore.from_url(redis_url, f"nowcast-rel-{uuid.uuid4().hex}", POLICY)
-    yield redis_store
-    redis_store.delete_all_keys()
-    redis_store.close()
+    with job_store(request.param, redis_url, POLICY) as opened:
+        yield opened
 
 
 def test_release_before_start_requeues_the_job(store: JobStore) -> None:

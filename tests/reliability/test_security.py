@@ -21,7 +21,7 @@ from service.api.auth import ApiKeys
 from service.queue import jobs
 from tests.reliability.conftest import Guarded
 from tests.service.broken_netcdf import to_bytes, valid_dataset
-from tests.service.cluster import RADAR_64, submit, wait_status
+from tests.support.cluster import RADAR_64, submit, wait_status
 
 pytestmark = pytest.mark.integration
 

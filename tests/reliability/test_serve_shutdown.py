@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.fleet import Fleet, QueueProbe
-from tests.service.cluster import delete_prefix, redis_env, wait_for
+from tests.support.cluster import deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,35 +38,31 @@ def _alive(pid: int) -> bool:
 def test_sigterm_to_serve_stops_its_workers(
     tmp_path: Path, redis_url: str, tiny_model_dir: Path
 ) -> None:
-    env, prefix = redis_env(
+    workers: list[int] = []
+    with deployment(
+        tmp_path,
         redis_url,
         model_dir=tiny_model_dir,
         worker_heartbeat_max_age_s=3,
         heartbeat_interval_s=0.5,
         worker_poll_s=0.3,
         worker_drain_s=2,
-    )
-    fleet = Fleet(tmp_path, env)
-    probe = QueueProbe(redis_url, prefix)
-    workers: list[int] = []
-    try:
-        fleet.start_api(workers=2)
-        fleet.wait_workers(2)
-        workers = _children(fleet.api.pid)
-        assert len(workers) == 2
-        fleet.api.send_signal(signal.SIGTERM)
-        fleet.api.wait(timeout=60)
-        wait_for(
-            lambda: not any(_alive(pid) for pid in workers),
-            30,
-            "the worker processes to stop with the server",
-        )
-        # they stopped cleanly: heartbeats withdrawn, not merely gone stale
-        assert probe.db.zcard(probe.keys.heartbeats) == 0
-    finally:
-        for pid in workers:  # never leave an orphan behind, whatever happened
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        fleet.stop()
-        delete_prefix(redis_url, prefix)
-        probe.close()
+    ) as (fleet, probe):
+        try:
+            fleet.start_api(workers=2)
+            fleet.wait_workers(2)
+            workers = _children(fleet.api.pid)
+            assert len(workers) == 2
+            fleet.api.send_signal(signal.SIGTERM)
+            fleet.api.wait(timeout=60)
+            wait_for(
+                lambda: not any(_alive(pid) for pid in workers),
+                30,
+                "the worker processes to stop with the server",
+            )
+            # they stopped cleanly: heartbeats withdrawn, not merely gone stale
+            assert probe.db.zcard(probe.keys.heartbeats) == 0
+        finally:
+            for pid in workers:  # never leave an orphan behind, whatever happened
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)

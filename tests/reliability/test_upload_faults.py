@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.reliability.fleet import Fleet, QueueProbe, kill
-from tests.service.cluster import RADAR_64, delete_prefix, redis_env, submit
+from tests.support.cluster import RADAR_64, deployment, kill, submit
+from tests.support.queue_probe import QueueProbe
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +54,10 @@ def _assert_every_job_whole(probe: QueueProbe) -> set[str]:
 
 @pytest.fixture()
 def api_only(tmp_path: Path, redis_url: str, tiny_model_dir: Path):
-    env, prefix = redis_env(redis_url, model_dir=tiny_model_dir, max_queue_length=1000)
-    fleet = Fleet(tmp_path, env)
-    probe = QueueProbe(redis_url, prefix)
-    try:
-        yield fleet, probe
-    finally:
-        fleet.stop()
-        delete_prefix(redis_url, prefix)
-        probe.close()
+    with deployment(
+        tmp_path, redis_url, model_dir=tiny_model_dir, max_queue_length=1000
+    ) as deployed:
+        yield deployed
 
 
 def test_api_killed_mid_upload_leaves_no_job(api_only) -> None:

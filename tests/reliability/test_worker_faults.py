@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -13,9 +14,19 @@ import netCDF4
 import numpy as np
 import pytest
 
-from tests.reliability.crashing_worker import CRASH_EXIT_CODE, POISON_SEED
-from tests.reliability.fleet import CRASHING_WORKER, Fleet, QueueProbe, consumer_pid, kill
-from tests.service.cluster import RADAR_64, delete_prefix, redis_env, submit, wait_for, wait_status
+from tests.reliability.crashing_worker import CRASH_EXIT_CODE, CRASHING_WORKER, POISON_SEED
+from tests.support.cluster import (
+    RADAR_64,
+    REAL_WORKER,
+    Cluster,
+    consumer_pid,
+    deployment,
+    kill,
+    submit,
+    wait_for,
+    wait_status,
+)
+from tests.support.queue_probe import QueueProbe
 
 pytestmark = pytest.mark.integration
 
@@ -36,32 +47,28 @@ def _precip(data: bytes) -> np.ndarray:
         return np.ma.filled(ds["precip"][:].astype(np.float32), np.nan)
 
 
-FleetFactory = Callable[..., tuple[Fleet, QueueProbe]]
+FleetFactory = Callable[..., tuple[Cluster, QueueProbe]]
 
 
 @pytest.fixture()
 def fleet_factory(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> Iterator[FleetFactory]:
-    """Make fleets on fresh key prefixes: `make(worker_command=None, **settings)`."""
-    made: list[tuple[Fleet, QueueProbe]] = []
+    """Make fleets on fresh key prefixes: `make(worker_command=REAL_WORKER, **settings)`."""
+    with ExitStack() as made:
 
-    def make(
-        worker_command: tuple[str, ...] | None = None, **settings: object
-    ) -> tuple[Fleet, QueueProbe]:
-        env, prefix = redis_env(
-            redis_url, model_dir=tiny_model_dir, **{**FAST_FAILOVER, **settings}
-        )
-        fleet = Fleet(
-            tmp_path, env, **({"worker_command": worker_command} if worker_command else {})
-        )
-        probe = QueueProbe(redis_url, prefix)
-        made.append((fleet, probe))
-        return fleet, probe
+        def make(
+            worker_command: tuple[str, ...] = REAL_WORKER, **settings: object
+        ) -> tuple[Cluster, QueueProbe]:
+            return made.enter_context(
+                deployment(
+                    tmp_path,
+                    redis_url,
+                    worker_command=worker_command,
+                    model_dir=tiny_model_dir,
+                    **{**FAST_FAILOVER, **settings},
+                )
+            )
 
-    yield make
-    for fleet, probe in made:
-        fleet.stop()
-        delete_prefix(redis_url, probe.prefix)
-        probe.close()
+        yield make
 
 
 def test_kill_9_ten_times_loses_nothing(fleet_factory: FleetFactory) -> None:

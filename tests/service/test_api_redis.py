@@ -12,12 +12,11 @@ import pytest
 import redis
 import xarray as xr
 
-from tests.service.cluster import (
+from tests.support.cluster import (
     DATA,
     RADAR_64,
     Cluster,
-    delete_prefix,
-    redis_env,
+    deployment,
     sse_events,
     submit,
     wait_for,
@@ -38,7 +37,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     keys = write_keys_file(tmp / "keys.json", {KEY_A: "alpha", KEY_B: "beta"})
-    env, prefix = redis_env(
+    with deployment(
+        tmp,
         redis_url,
         model_dir=tiny_model_dir,
         api_keys_file=keys,
@@ -47,32 +47,26 @@ def cluster(
         sse_poll_interval_s=0.1,
         worker_poll_s=0.5,
         worker_batch_size=4,
-    )
-    running = Cluster(tmp, env)
-    try:
-        running.start_api()
-        running.start_worker()
-        running.start_worker()
-        running.wait_workers(2)
+    ) as (running, _probe):
+        running.start(workers=2)
         yield running
-    finally:
-        running.stop()
-        delete_prefix(redis_url, prefix)
+
+
+def _client(cluster: Cluster, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=cluster.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
 
 
 @pytest.fixture()
 def alpha(cluster: Cluster) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=cluster.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30
-    ) as client:
+    with _client(cluster, KEY_A) as client:
         yield client
 
 
 @pytest.fixture()
 def beta(cluster: Cluster) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=cluster.url, headers={"Authorization": f"Bearer {KEY_B}"}, timeout=30
-    ) as client:
+    with _client(cluster, KEY_B) as client:
         yield client
 
 

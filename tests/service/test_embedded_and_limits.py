@@ -3,7 +3,6 @@ API process staying torch-free."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,7 @@ import httpx
 import pytest
 import xarray as xr
 
-from tests.service.cluster import (
-    RADAR_64,
-    REPO,
-    Cluster,
-    delete_prefix,
-    redis_env,
-    submit,
-    wait_status,
-)
+from tests.support.cluster import RADAR_64, REPO, Cluster, deployment, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +42,9 @@ def test_embedded_round_trip_with_submit_cli(tmp_path: Path, tiny_model_dir: Pat
 
 
 def test_queue_limit_then_one_batch(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> None:
-    env, prefix = redis_env(
-        redis_url, model_dir=tiny_model_dir, max_queue_length=3, worker_batch_size=4
-    )
-    cluster = Cluster(tmp_path, env)
-    try:
+    with deployment(
+        tmp_path, redis_url, model_dir=tiny_model_dir, max_queue_length=3, worker_batch_size=4
+    ) as (cluster, _probe):
         cluster.start_api(workers=0)  # the API alone: nothing drains the queue yet
         with httpx.Client(base_url=cluster.url, timeout=30) as client:
             radar = RADAR_64.read_bytes()
@@ -77,12 +66,11 @@ def test_queue_limit_then_one_batch(tmp_path: Path, redis_url: str, tiny_model_d
             assert "nowcast_batch_size_count 1.0" in metrics
             assert "nowcast_batch_size_sum 3.0" in metrics
             assert submit(client, radar, members=1, steps=1).status_code == 202
-    finally:
-        cluster.stop()
-        delete_prefix(redis_url, prefix)
 
 
-def test_api_process_never_imports_torch(redis_url: str, tiny_model_dir: Path) -> None:
+def test_api_process_never_imports_torch(
+    tmp_path: Path, redis_url: str, tiny_model_dir: Path
+) -> None:
     code = (
         "import sys; from fastapi.testclient import TestClient; "
         "from service.api.app import create_app; "
@@ -90,15 +78,14 @@ def test_api_process_never_imports_torch(redis_url: str, tiny_model_dir: Path) -
         "assert client.get('/v1/models').status_code == 200; "
         "print('torch' in sys.modules)"
     )
-    env, prefix = redis_env(redis_url, model_dir=tiny_model_dir)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    delete_prefix(redis_url, prefix)
+    with deployment(tmp_path, redis_url, model_dir=tiny_model_dir) as (cluster, _probe):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

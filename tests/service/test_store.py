@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from service.queue.constants import JobStatus
-from service.queue.jobs import Job, JobParams, new_job_id
-from service.queue.memory_store import MemoryJobStore
 from service.queue.store import (
     Idempotency,
     IdempotencyConflictError,
@@ -18,36 +15,15 @@ from service.queue.store import (
     QueueFullError,
     QueuePolicy,
 )
+from tests.support.stores import BACKENDS, job_store, make_job
 
 POLICY = QueuePolicy(lease_s=0.3, max_deliveries=2, max_queue_length=3, result_ttl_s=60)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[JobStore]:
-    if request.param == "memory":
-        yield MemoryJobStore(POLICY)
-        return
-    from service.queue.redis_store import RedisJobStore
-
-    redis_store = RedisJobStore.from_url(redis_url, f"nowcast-test-{uuid.uuid4().hex}", POLICY)
-    yield redis_store
-    redis_store.delete_all_keys()
-    redis_store.close()
-
-
-def make_job(tenant: str = "alpha", seed: int = 1) -> Job:
-    params = JobParams(
-        members=2,
-        steps=3,
-        seed=seed,
-        constraint=None,
-        products=("mean",),
-        thresholds_mm_h=(1.0,),
-        percentiles=(50.0,),
-    )
-    return Job(
-        id=new_job_id(), tenant=tenant, params=params, input_shape=(7, 32, 32), input_sha256="x"
-    )
+    with job_store(request.param, redis_url, POLICY) as opened:
+        yield opened
 
 
 def claim_one(store: JobStore, consumer: str):

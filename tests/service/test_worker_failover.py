@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,17 +12,18 @@ import httpx
 import netCDF4
 import numpy as np
 import pytest
-import redis
 
-from tests.service.cluster import (
+from tests.support.cluster import (
     RADAR_64,
     Cluster,
-    delete_prefix,
-    redis_env,
+    consumer_pid,
+    deployment,
+    kill,
     submit,
     wait_for,
     wait_status,
 )
+from tests.support.queue_probe import QueueProbe
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +32,11 @@ LEASE_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def prefix_and_cluster(
+def deployed(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
-) -> Iterator[tuple[str, Cluster]]:
-    env, prefix = redis_env(
+) -> Iterator[tuple[Cluster, QueueProbe]]:
+    with deployment(
+        tmp_path_factory.mktemp("failover"),
         redis_url,
         model_dir=tiny_model_dir,
         lease_s=LEASE_S,
@@ -44,22 +45,14 @@ def prefix_and_cluster(
         worker_poll_s=0.5,
         worker_drain_s=1,
         progress_interval_s=0.1,
-    )
-    cluster = Cluster(tmp_path_factory.mktemp("failover"), env)
-    try:
-        cluster.start_api()
-        cluster.start_worker()
-        cluster.start_worker()
-        cluster.wait_workers(2)
-        yield prefix, cluster
-    finally:
-        cluster.stop()
-        delete_prefix(redis_url, prefix)
+    ) as (cluster, probe):
+        cluster.start(workers=2)
+        yield cluster, probe
 
 
 @pytest.fixture()
-def client(prefix_and_cluster: tuple[str, Cluster]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=prefix_and_cluster[1].url, timeout=30) as http:
+def client(deployed: tuple[Cluster, QueueProbe]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=deployed[0].url, timeout=30) as http:
         yield http
 
 
@@ -71,21 +64,13 @@ def _running_on(client: httpx.Client, job_id: str, min_step: int) -> dict:
     return wait_for(started, 60, f"job {job_id} to pass step {min_step}", interval_s=0.1)
 
 
-def _consumer_of(db: redis.Redis, prefix: str, job_id: str) -> str:
-    return db.hget(f"{prefix}:job:{job_id}", "worker").decode()
-
-
-def _pid_of(consumer: str) -> int:
-    return int(consumer.rsplit("-", 2)[1])  # consumer = <host>-<pid>-<random>
-
-
 def _precip(data: bytes) -> np.ndarray:
     with netCDF4.Dataset("forecast.nc", memory=data) as ds:
         return np.ma.filled(ds["precip"][:], np.nan)
 
 
-def test_health_check_exit_code(prefix_and_cluster: tuple[str, Cluster], redis_url: str) -> None:
-    _, cluster = prefix_and_cluster
+def test_health_check_exit_code(deployed: tuple[Cluster, QueueProbe]) -> None:
+    cluster, _ = deployed
 
     def check(env: dict[str, str]) -> int:
         command = [sys.executable, "-m", "service.cli", "worker", "--check"]
@@ -97,24 +82,23 @@ def test_health_check_exit_code(prefix_and_cluster: tuple[str, Cluster], redis_u
 
 
 def test_kill_9_mid_job_another_worker_finishes(
-    prefix_and_cluster: tuple[str, Cluster], client: httpx.Client, redis_url: str
+    deployed: tuple[Cluster, QueueProbe], client: httpx.Client
 ) -> None:
-    prefix, cluster = prefix_and_cluster
-    db = redis.Redis.from_url(redis_url)
+    cluster, probe = deployed
     job = submit(client, RADAR, members=1, steps=150, seed=21).json()
     _running_on(client, job["id"], min_step=5)
-    victim = _consumer_of(db, prefix, job["id"])
-    os.kill(_pid_of(victim), signal.SIGKILL)
+    victim = probe.job(job["id"])["worker"]
+    kill(cluster.worker_by_pid(consumer_pid(victim)))
 
     final = wait_status(client, job["id"], timeout_s=90)
     assert final["status"] == "successful"
-    record = db.hgetall(f"{prefix}:job:{job['id']}")
-    assert int(record[b"deliveries"]) == 2
-    assert record[b"worker"].decode() != victim
+    record = probe.job(job["id"])
+    assert int(record["deliveries"]) == 2
+    assert record["worker"] != victim
     # exactly one result: one success counted, nothing left pending or dead-lettered
-    assert int(db.hget(f"{prefix}:metrics:counter:jobs", "successful")) == 1
-    assert db.xpending(f"{prefix}:jobs", "workers")["pending"] == 0
-    assert db.xlen(f"{prefix}:dead") == 0
+    assert probe.counters()["successful"] == 1
+    assert probe.pending() == 0
+    assert probe.dead_letters() == []
     result = client.get(f"/v1/nowcasts/{job['id']}/result").content
 
     # ... and it is the forecast an undisturbed run with the same seed gives
@@ -125,24 +109,22 @@ def test_kill_9_mid_job_another_worker_finishes(
 
 
 def test_sigterm_releases_the_job_to_another_worker(
-    prefix_and_cluster: tuple[str, Cluster], client: httpx.Client, redis_url: str
+    deployed: tuple[Cluster, QueueProbe], client: httpx.Client
 ) -> None:
-    prefix, cluster = prefix_and_cluster
-    db = redis.Redis.from_url(redis_url)
+    cluster, probe = deployed
     cluster.start_worker()  # the kill test left one worker
     cluster.wait_workers(2)
     job = submit(client, RADAR, members=1, steps=1000, seed=2).json()
     _running_on(client, job["id"], min_step=3)
-    first = _consumer_of(db, prefix, job["id"])
-    proc = next(p for p in cluster.workers if p.pid == _pid_of(first))
-    proc.send_signal(signal.SIGTERM)
+    first = probe.job(job["id"])["worker"]
+    proc = cluster.worker_by_pid(consumer_pid(first))
+    kill(proc, signal.SIGTERM)
     assert proc.wait(timeout=20) == 0  # drained: released the job after worker_drain_s
 
     def moved() -> bool:
-        return _consumer_of(db, prefix, job["id"]) not in ("", first)
+        return probe.job(job["id"])["worker"] not in ("", first)
 
     wait_for(moved, 30, "another worker to take the released job")
-    record = db.hgetall(f"{prefix}:job:{job['id']}")
-    assert int(record[b"deliveries"]) == 1  # a release is not a failed delivery
+    assert int(probe.job(job["id"])["deliveries"]) == 1  # a release is not a failed delivery
     client.delete(f"/v1/nowcasts/{job['id']}")
     assert wait_status(client, job["id"], timeout_s=30)["status"] == "dismissed"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.service.cluster import free_port, wait_for
+from tests.support.cluster import free_port, wait_for
 
 
 class RedisServer:
