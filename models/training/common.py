@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -57,6 +58,26 @@ def stage_config(preset: str, state: dict[str, Any] | None) -> ModelConfig:
     if stored.replace(latent_scale=config.latent_scale) != config:
         print(f"note: resuming with the checkpoint's config, which differs from preset {preset!r}")
     return stored
+
+
+def apply_overrides(config: ModelConfig, overrides: list[str]) -> ModelConfig:
+    """`config` with `section.field=value` overrides (value parsed as YAML; lists -> tuples),
+    e.g. `denoiser.base_units=96`; the result is stored with the run, so it rebuilds exactly."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected section.field=value")
+        *sections, name = key.strip().split(".")
+        target = data
+        for section in sections:
+            if not isinstance(target.get(section), dict):
+                raise SystemExit(f"--set {item!r}: no config section {section!r}")
+            target = target[section]
+        if name not in target:
+            raise SystemExit(f"--set {item!r}: no config field {key!r}")
+        target[name] = yaml.safe_load(raw)
+    return ModelConfig.from_dict(data)
 
 
 def seeded_init(seed: int, build: Callable[[], ModuleT]) -> ModuleT:

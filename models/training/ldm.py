@@ -27,6 +27,7 @@ from models.training.common import (
     CSVLog,
     Deadline,
     Every,
+    apply_overrides,
     cosine_lr,
     evaluating,
     load_checkpoint,
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-crop-px", type=int, default=256, help="side of the encoded crops [px]"
     )
     parser.add_argument("--ema-decay", type=float, default=None, help="default: the config's")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a field of the preset for this model, e.g. denoiser.base_units=96",
+    )
 
 
 def load_vae(vae_run: Path, config: ModelConfig, device: torch.device) -> FrameVAE:
@@ -155,6 +163,7 @@ def train(args: argparse.Namespace) -> int:
         # the VAE run fixes the VAE part of the config (the preset may have changed since)
         vae_config = ModelConfig.from_dict(load_checkpoint(Path(args.vae))["config"]).vae
         base_config = stage_config(args.config, None).replace(vae=vae_config)
+        base_config = apply_overrides(base_config, args.set)
     else:
         base_config = stage_config(args.config, state)
     steps = args.steps or DEFAULTS["steps"]

@@ -16,7 +16,7 @@ from models.bundle import load_model_dir
 from models.config import TINY
 from models.data import DEFAULT_DATA_DIR
 from models.training.cli import main
-from models.training.common import EMA, load_checkpoint
+from models.training.common import EMA, apply_overrides, load_checkpoint
 from models.training.latent_cache import LatentCache, WindowSampler
 from tests.models.test_data import MCH_EDGE, MCH_VALID, write_radar_subset
 
@@ -165,3 +165,12 @@ def test_window_sampler_balances_events_and_cuts_exact_sub_crop_means():
         for c in range(5)
     }
     assert {round(float(v), 3) for v in means.flatten()} <= candidates
+
+
+def test_config_overrides_change_only_the_named_fields():
+    config = apply_overrides(TINY, ["denoiser.base_units=24", "denoiser.block_units=[24, 48]"])
+    assert config.denoiser.base_units == 24
+    assert config.denoiser.block_units == (24, 48)
+    assert config.replace(denoiser=TINY.denoiser) == TINY
+    with pytest.raises(SystemExit, match="no config field"):
+        apply_overrides(TINY, ["denoiser.no_such_field=1"])
