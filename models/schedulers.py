@@ -193,6 +193,25 @@ class _Sampler:
         return self.posterior_std(t)
 
     @staticmethod
+    def _draw(
+        prev_mean: torch.Tensor,
+        std_dev_t: float,
+        generator: GeneratorArg,
+        mean_shift: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """x_prev ~ N(prev_mean + mean_shift, std_dev_t^2), all `(B, ...)`; no draw when std is 0.
+
+        The shift moves the mean before the noise is added, so guidance steers a deterministic
+        sampler (eta = 0) just as it steers an ancestral one.
+        """
+        if mean_shift is not None:
+            prev_mean = prev_mean + mean_shift
+        if std_dev_t == 0.0:
+            return prev_mean
+        noise = randn_rows(prev_mean.shape, generator, prev_mean.device, prev_mean.dtype)
+        return prev_mean + std_dev_t * noise
+
+    @staticmethod
     def _pred_original_sample(
         eps: torch.Tensor, sample: torch.Tensor, alpha_prod_t: float
     ) -> torch.Tensor:
@@ -242,13 +261,7 @@ class DDPMSampler(_Sampler):
         coef_original = math.sqrt(alpha_prod_prev) * beta_jump / (1.0 - alpha_prod_t)
         coef_current = math.sqrt(alpha_jump) * (1.0 - alpha_prod_prev) / (1.0 - alpha_prod_t)
         prev_mean = coef_original * pred_original_sample + coef_current * sample
-        if mean_shift is not None:
-            prev_mean = prev_mean + mean_shift
-        std_dev_t = self.posterior_std(t)
-        if std_dev_t == 0.0:
-            return prev_mean
-        noise = randn_rows(sample.shape, generator, sample.device, sample.dtype)
-        return prev_mean + std_dev_t * noise
+        return self._draw(prev_mean, self.posterior_std(t), generator, mean_shift)
 
 
 class DDIMSampler(_Sampler):
@@ -285,12 +298,7 @@ class DDIMSampler(_Sampler):
         # "direction pointing to x_t": sqrt(1 - a_prev - sigma_t^2) * eps
         direction = math.sqrt(max(1.0 - alpha_prod_prev - std_dev_t**2, 0.0)) * eps
         prev_mean = math.sqrt(alpha_prod_prev) * pred_original_sample + direction
-        if mean_shift is not None:
-            prev_mean = prev_mean + mean_shift
-        if std_dev_t == 0.0:
-            return prev_mean
-        noise = randn_rows(sample.shape, generator, sample.device, sample.dtype)
-        return prev_mean + std_dev_t * noise
+        return self._draw(prev_mean, std_dev_t, generator, mean_shift)
 
 
 def make_sampler(
