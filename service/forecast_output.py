@@ -53,7 +53,6 @@ def write_forecast_netcdf(
     products: Sequence[str] = DEFAULT_PRODUCTS,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     attrs: Mapping[str, Any],
-    mask_missing_coverage: bool = True,
 ) -> bytes:
     """Encode a forecast ensemble as a CF-1.8 NetCDF-4 file.
 
@@ -78,8 +77,6 @@ def write_forecast_netcdf(
         (-> `source`), `job_id`, `steps`, `seed` (omitted when None), `constraint` (dict or None,
         written as a JSON string; a string is taken as JSON already); optional `institution`,
         `title`, `references`, `comment`; other str/int/float entries are copied as they are.
-    mask_missing_coverage : bool
-        Also mask pixels without coverage (NaN) in the last input frame.
 
     Returns
     -------
@@ -101,8 +98,8 @@ def write_forecast_netcdf(
             f"forecast_mm_h has shape {forecast.shape}; need (members, lead times, "
             f"{height}, {width}) on the input grid"
         )
-    if mask_missing_coverage:
-        forecast = np.where(np.isnan(radar.rain_mm_h[-1]), np.float32(np.nan), forecast)
+    # the file's contract, whatever made the forecast: no coverage in the last input -> missing
+    forecast = np.where(np.isnan(radar.rain_mm_h[-1]), np.float32(np.nan), forecast)
     n_members, n_leads = forecast.shape[:2]
 
     reference = np.datetime64(radar.times[-1], "ns")
