@@ -96,7 +96,9 @@ class Worker:
         self.store = store
         self.model_dir = Path(model_dir)
         self.consumer = consumer or new_consumer_id()
-        self.pipeline: Any = None
+        self.pipeline: Any = None  # models.pipeline.NowcastPipeline once loaded (torch is lazy)
+        self.metadata: Any = None  # models.metadata.ModelMetadata of the loaded model
+        self._stop: threading.Event | None = None  # set by `run`
         self._in_hand: list[Delivery] = []
         self._in_hand_lock = threading.Lock()
         self._stop_seen_at: float | None = None
@@ -377,8 +379,7 @@ class Worker:
         """True when the jobs in hand should be released rather than finished."""
         if self._release_now.is_set():
             return True
-        stop = getattr(self, "_stop", None)
-        if stop is None or not stop.is_set():
+        if self._stop is None or not self._stop.is_set():
             return False
         now = time.monotonic()
         if self._stop_seen_at is None:
