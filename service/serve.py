@@ -58,6 +58,10 @@ class WorkerProcesses:
     def stop(self) -> None:
         """SIGTERM every worker (they finish or release their jobs), then wait for them."""
         self._stopping.set()
+        # the watcher may be replacing a dead worker right now; once it has returned, the list
+        # is final, so no worker it starts is left running, orphaned
+        if self._watcher.is_alive():
+            self._watcher.join()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
