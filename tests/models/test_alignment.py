@@ -10,6 +10,7 @@ import torch
 from models.alignment import AlignmentNet
 from models.config import PAPER, TINY, ModelConfig
 from models.schedulers import NoiseSchedule
+from tests.models.helpers import losses_around_one_adam_step, random_latents
 
 REFERENCE_ALIGNMENT_PARAMS = 8.9e6  # reference implementation (ignores the context), paper config
 
@@ -23,13 +24,6 @@ def _build(config: ModelConfig = TINY, seed: int = 0) -> AlignmentNet:
 
 def _without_context(config: ModelConfig) -> ModelConfig:
     return config.replace(alignment=dataclasses.replace(config.alignment, use_context=False))
-
-
-def _latents(
-    generator: torch.Generator, batch: int, frames: int, height: int = 8, width: int = 8
-) -> torch.Tensor:
-    channels = TINY.vae.latent_channels
-    return torch.randn(batch, frames, channels, height, width, generator=generator)
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -48,16 +42,16 @@ def test_output_shape(
 ) -> None:
     config = TINY if use_context else _without_context(TINY)
     net = _build(config)
-    sample = _latents(generator, 3, TINY.frames_out, height, width)
-    context = _latents(generator, 3, TINY.frames_in, height, width)
+    sample = random_latents(generator, 3, TINY.frames_out, height, width)
+    context = random_latents(generator, 3, TINY.frames_in, height, width)
     prediction = net(sample, torch.tensor([0, 500, 999]), context)
     assert prediction.shape == (3, TINY.frames_out)
     assert torch.isfinite(prediction).all()
 
 
 def test_context_is_used_only_when_configured(generator: torch.Generator) -> None:
-    sample = _latents(generator, 2, TINY.frames_out)
-    context = _latents(generator, 2, TINY.frames_in)
+    sample = random_latents(generator, 2, TINY.frames_out)
+    context = random_latents(generator, 2, TINY.frames_in)
     steps = torch.tensor([100, 800])
     with_context = _build(TINY)
     changed = with_context(sample, steps, context + 1.0) - with_context(sample, steps, context)
@@ -70,15 +64,15 @@ def test_rejects_bad_grid_and_context(generator: torch.Generator) -> None:
     net = _build()
     with pytest.raises(ValueError, match="expected context"):
         net(
-            _latents(generator, 1, TINY.frames_out),
+            random_latents(generator, 1, TINY.frames_out),
             torch.tensor([1]),
-            _latents(generator, 1, TINY.frames_in - 1),
+            random_latents(generator, 1, TINY.frames_in - 1),
         )
     with pytest.raises(ValueError, match="multiple of 2"):
         net(
-            _latents(generator, 1, TINY.frames_out, 8, 7),
+            random_latents(generator, 1, TINY.frames_out, 8, 7),
             torch.tensor([1]),
-            _latents(generator, 1, TINY.frames_in, 8, 7),
+            random_latents(generator, 1, TINY.frames_in, 8, 7),
         )
 
 
@@ -96,20 +90,15 @@ def test_paper_size() -> None:
 def test_one_adam_step_lowers_mse(generator: torch.Generator) -> None:
     net = _build().train()
     schedule = NoiseSchedule(TINY.diffusion)
-    clean = _latents(generator, 4, TINY.frames_out)
-    context = _latents(generator, 4, TINY.frames_in)
+    clean = random_latents(generator, 4, TINY.frames_out)
+    context = random_latents(generator, 4, TINY.frames_in)
     # a target the network can learn from the latents: each frame's mean latent value
     target = clean.mean(dim=(2, 3, 4)) + 0.5
     timesteps = torch.tensor([10, 250, 500, 750])
     noisy = schedule.add_noise(clean, torch.randn(clean.shape, generator=generator), timesteps)
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def loss() -> torch.Tensor:
         return torch.nn.functional.mse_loss(net(noisy, timesteps, context), target)
 
-    before = loss()
-    before.backward()
-    optimiser.step()
-    with torch.no_grad():
-        after = loss()
-    assert after < before - 1e-4, (before.item(), after.item())
+    before, after = losses_around_one_adam_step(loss, net.parameters(), lr=1e-4)
+    assert after < before - 1e-4, (before, after)

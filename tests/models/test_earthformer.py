@@ -10,15 +10,9 @@ from models.config import PAPER, TINY, ModelConfig
 from models.cuboid_attention import CuboidAttentionBlock, LineSelfAttention
 from models.earthformer_unet import EarthformerUNet
 from models.schedulers import NoiseSchedule
+from tests.models.helpers import losses_around_one_adam_step, random_latents
 
 REFERENCE_UNET_PARAMS = 136.8e6  # reference implementation, paper config
-
-
-def _latents(
-    generator: torch.Generator, batch: int, frames: int, height: int = 8, width: int = 8
-) -> torch.Tensor:
-    channels = TINY.vae.latent_channels
-    return torch.randn(batch, frames, channels, height, width, generator=generator)
 
 
 @pytest.fixture
@@ -89,8 +83,8 @@ def test_unet_output_shape(
     unet: EarthformerUNet, generator: torch.Generator, height: int, width: int
 ) -> None:
     """(1, 7, 1, 64, 64) frames -> latent 8x8; also non-square grids."""
-    sample = _latents(generator, 1, TINY.frames_out, height, width)
-    context = _latents(generator, 1, TINY.frames_in, height, width)
+    sample = random_latents(generator, 1, TINY.frames_out, height, width)
+    context = random_latents(generator, 1, TINY.frames_in, height, width)
     eps = unet(sample, torch.tensor([999]), context)
     assert eps.shape == sample.shape
     assert torch.isfinite(eps).all()
@@ -99,8 +93,8 @@ def test_unet_output_shape(
 def test_unet_accepts_float_and_scalar_timesteps(
     unet: EarthformerUNet, generator: torch.Generator
 ) -> None:
-    sample = _latents(generator, 2, TINY.frames_out)
-    context = _latents(generator, 2, TINY.frames_in)
+    sample = random_latents(generator, 2, TINY.frames_out)
+    context = random_latents(generator, 2, TINY.frames_in)
     as_int = unet(sample, torch.tensor([10, 10]), context)
     as_float = unet(sample, torch.tensor([10.0, 10.0]), context)
     as_scalar = unet(sample, torch.tensor(10), context)
@@ -111,23 +105,25 @@ def test_unet_accepts_float_and_scalar_timesteps(
 def test_unet_rejects_bad_grids_and_frames(
     unet: EarthformerUNet, generator: torch.Generator
 ) -> None:
-    context = _latents(generator, 1, TINY.frames_in)
+    context = random_latents(generator, 1, TINY.frames_in)
     with pytest.raises(ValueError, match="multiple of 2"):
-        unet(_latents(generator, 1, TINY.frames_out, 8, 7), torch.tensor([1]), context[..., :7])
+        unet(
+            random_latents(generator, 1, TINY.frames_out, 8, 7), torch.tensor([1]), context[..., :7]
+        )
     with pytest.raises(ValueError, match="future frames"):
-        unet(_latents(generator, 1, TINY.frames_out + 1), torch.tensor([1]), context)
+        unet(random_latents(generator, 1, TINY.frames_out + 1), torch.tensor([1]), context)
     too_big = TINY.max_latent_px + 2
     with pytest.raises(ValueError, match="position tables"):
         unet(
-            _latents(generator, 1, TINY.frames_out, too_big, 8),
+            random_latents(generator, 1, TINY.frames_out, too_big, 8),
             torch.tensor([1]),
-            _latents(generator, 1, TINY.frames_in, too_big, 8),
+            random_latents(generator, 1, TINY.frames_in, too_big, 8),
         )
 
 
 def test_unet_depends_on_context(unet: EarthformerUNet, generator: torch.Generator) -> None:
-    sample = _latents(generator, 1, TINY.frames_out)
-    context = _latents(generator, 1, TINY.frames_in)
+    sample = random_latents(generator, 1, TINY.frames_out)
+    context = random_latents(generator, 1, TINY.frames_in)
     base = unet(sample, torch.tensor([500]), context)
     other_context = unet(sample, torch.tensor([500]), context + 1.0)
     assert (other_context - base).abs().max() > 1e-3
@@ -141,8 +137,8 @@ def test_unet_depends_on_context(unet: EarthformerUNet, generator: torch.Generat
 
 
 def test_unet_pos_offset(unet: EarthformerUNet, generator: torch.Generator) -> None:
-    sample = _latents(generator, 1, TINY.frames_out)
-    context = _latents(generator, 1, TINY.frames_in)
+    sample = random_latents(generator, 1, TINY.frames_out)
+    context = random_latents(generator, 1, TINY.frames_in)
     max_row, max_col = unet.max_pos_offset(8, 8)
     assert (max_row, max_col) == (TINY.max_latent_px - 8, TINY.max_latent_px - 8)
     base = unet(sample, torch.tensor([100]), context)
@@ -173,26 +169,22 @@ def test_paper_unet_runs_on_meta() -> None:
 def test_one_adam_step_lowers_eps_mse(unet: EarthformerUNet, generator: torch.Generator) -> None:
     unet.train()
     schedule = NoiseSchedule(TINY.diffusion)
-    clean = _latents(generator, 4, TINY.frames_out)
-    context = _latents(generator, 4, TINY.frames_in)
+    clean = random_latents(generator, 4, TINY.frames_out)
+    context = random_latents(generator, 4, TINY.frames_in)
     noise = torch.randn(clean.shape, generator=generator)
     timesteps = torch.tensor([50, 300, 600, 900])
     noisy = schedule.add_noise(clean, noise, timesteps)
-    optimiser = torch.optim.Adam(unet.parameters(), lr=1e-4)
 
     def loss() -> torch.Tensor:
         return torch.nn.functional.mse_loss(unet(noisy, timesteps, context), noise)
 
-    before = loss()
-    before.backward()
-    optimiser.step()
+    before, after = losses_around_one_adam_step(loss, unet.parameters(), lr=1e-4)
     with torch.no_grad():
-        after = loss()
         # the residual blocks start as the identity (zero last conv); after a step the timestep
         # embedding reaches the output
         other_steps = unet(noisy, timesteps.flip(0), context)
         trained = unet(noisy, timesteps, context)
-    assert after < before - 1e-4, (before.item(), after.item())
+    assert after < before - 1e-4, (before, after)
     assert (other_steps - trained).abs().max() > 1e-5
 
 
@@ -207,9 +199,9 @@ def test_onnx_export_matches_pytorch(
     torch.onnx.export(
         unet,
         (
-            _latents(generator, 2, TINY.frames_out, 8, 16),
+            random_latents(generator, 2, TINY.frames_out, 8, 16),
             torch.tensor([3, 700]),
-            _latents(generator, 2, TINY.frames_in, 8, 16),
+            random_latents(generator, 2, TINY.frames_in, 8, 16),
         ),
         str(path),
         input_names=["sample", "timestep", "context"],
@@ -220,8 +212,8 @@ def test_onnx_export_matches_pytorch(
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for rows in (1, 3):
-        sample = _latents(generator, rows, TINY.frames_out, 8, 16)
-        context = _latents(generator, rows, TINY.frames_in, 8, 16)
+        sample = random_latents(generator, rows, TINY.frames_out, 8, 16)
+        context = random_latents(generator, rows, TINY.frames_in, 8, 16)
         timestep = torch.randint(0, 1000, (rows,), generator=generator)
         inputs = {
             "sample": sample.numpy(),

@@ -14,6 +14,7 @@ from models.vae_loss import (
     discriminator_loss,
     vae_generator_loss,
 )
+from tests.models.helpers import losses_around_one_adam_step
 
 PRESETS = {"tiny": TINY.vae, "small": SMALL.vae}
 
@@ -150,22 +151,20 @@ def test_one_step_lowers_generator_loss(pixel_loss: str) -> None:
     vae, disc = _build(TINY.vae, seed=11)
     frames = _frames(4, 32, seed=12)
     cfg = VAELossConfig(pixel_loss=pixel_loss, disc_start_step=0)
-    optimiser = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    gan_weights = []
 
-    def loss_on_batch() -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_on_batch() -> torch.Tensor:
         # same posterior draw before and after the step
         reconstruction, posterior = vae(frames, generator=torch.Generator().manual_seed(13))
-        return vae_generator_loss(
+        loss, logs = vae_generator_loss(
             frames, reconstruction, posterior, disc, vae.last_layer_weight, 0, cfg
         )
+        gan_weights.append(logs["gan_weight"])
+        return loss
 
-    before, logs = loss_on_batch()
-    assert logs["gan_weight"] > 0.0  # the adversarial term is part of the objective
-    optimiser.zero_grad()
-    before.backward()
-    optimiser.step()
-    after, _ = loss_on_batch()
-    assert after.item() < before.item()
+    before, after = losses_around_one_adam_step(loss_on_batch, vae.parameters(), lr=1e-3)
+    assert gan_weights[0] > 0.0  # the adversarial term is part of the objective
+    assert after < before
 
 
 def test_one_step_lowers_discriminator_loss() -> None:
@@ -173,13 +172,10 @@ def test_one_step_lowers_discriminator_loss() -> None:
     frames = _frames(4, 32, seed=15)
     with torch.no_grad():
         reconstruction, _ = vae(frames, sample_posterior=False)
-    optimiser = torch.optim.Adam(disc.parameters(), lr=1e-3)
-    before = discriminator_loss(disc, frames, reconstruction)
-    optimiser.zero_grad()
-    before.backward()
-    optimiser.step()
-    after = discriminator_loss(disc, frames, reconstruction)
-    assert after.item() < before.item()
+    before, after = losses_around_one_adam_step(
+        lambda: discriminator_loss(disc, frames, reconstruction), disc.parameters(), lr=1e-3
+    )
+    assert after < before
 
 
 def test_loss_config_rejects_unknown_pixel_loss() -> None:

@@ -1,0 +1,35 @@
+"""Small helpers shared by the model tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from models.config import TINY
+
+
+def random_latents(
+    generator: torch.Generator, batch: int, frames: int, height: int = 8, width: int = 8
+) -> torch.Tensor:
+    """Standard normal latents `(batch, frames, C, height, width)` with C of the `tiny` VAE."""
+    channels = TINY.vae.latent_channels
+    return torch.randn(batch, frames, channels, height, width, generator=generator)
+
+
+def losses_around_one_adam_step(
+    loss: Callable[[], torch.Tensor], parameters: Iterable[torch.nn.Parameter], lr: float
+) -> tuple[float, float]:
+    """(loss before, loss after) one Adam step of `parameters` on `loss()` (a scalar tensor).
+
+    `loss` must be deterministic (fixed batch, fixed noise) for the two values to compare. The
+    second call keeps autograd on: a loss may differentiate inside (the VAE's adaptive GAN
+    weight does).
+    """
+    optimiser = torch.optim.Adam(parameters, lr=lr)
+    before = loss()
+    optimiser.zero_grad()
+    before.backward()
+    optimiser.step()
+    after = loss()
+    return before.item(), after.item()
