@@ -15,7 +15,8 @@ Guarantees every backend gives:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from service.queue.jobs import Job
 from service.settings import Settings
@@ -33,29 +34,25 @@ class StoreUnavailableError(Exception):
     """The backing store (Redis) cannot be reached."""
 
 
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class QueuePolicy:
-    """Lifetimes and limits of the queue; built from `Settings`."""
+    """Lifetimes and limits of the queue: the `Settings` fields of the same names (and defaults)."""
 
-    result_ttl_s: int = 24 * 3600
-    input_ttl_s: int = 6 * 3600
-    job_ttl_s: int = 7 * 24 * 3600
-    idempotency_ttl_s: int = 24 * 3600
-    lease_s: float = 60.0
-    max_deliveries: int = 3
-    max_queue_length: int = 100
+    result_ttl_s: int = _default("result_ttl_s")
+    input_ttl_s: int = _default("input_ttl_s")
+    job_ttl_s: int = _default("job_ttl_s")
+    idempotency_ttl_s: int = _default("idempotency_ttl_s")
+    lease_s: float = _default("lease_s")
+    max_deliveries: int = _default("max_deliveries")
+    max_queue_length: int = _default("max_queue_length")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
-        return cls(
-            result_ttl_s=settings.result_ttl_s,
-            input_ttl_s=settings.input_ttl_s,
-            job_ttl_s=settings.job_ttl_s,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
-            lease_s=settings.lease_s,
-            max_deliveries=settings.max_deliveries,
-            max_queue_length=settings.max_queue_length,
-        )
+        return cls(**{item.name: getattr(settings, item.name) for item in fields(cls)})
 
 
 @dataclass(frozen=True)
