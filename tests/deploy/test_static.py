@@ -2,7 +2,7 @@
 
 hadolint lints the Dockerfile; the compose files are validated against the compose-spec schema;
 the kustomize base and GPU overlay are built (in Python, compared with `kubectl kustomize` where
-that exists) and validated with kubernetes-validate; `checks.py` cross-checks everything against
+that exists) and validated with kubernetes-validate; `checks/` cross-checks everything against
 the service's settings, queue constants and FastAPI routes. The mutation tests break one thing in
 a copy of the files and assert that the matching check reports it, so no check passes vacuously.
 """
