@@ -462,6 +462,10 @@ def test_output_values_and_missing_coverage(
         stored = raw["precip"].values
         np.testing.assert_array_equal(stored[..., no_coverage], -1.0)
         assert (stored[..., covered] >= 0).all()
+        steps = stored / QUANTUM_MM_H  # on the 1/128 mm h-1 grid, so the low bits compress away
+        np.testing.assert_array_equal(steps, np.round(steps))
+        exceed = raw["exceedance_probability"].values[..., covered]
+        np.testing.assert_array_equal(exceed * 5, np.round(exceed * 5))  # k / 5 members, exact
 
 
 def test_output_passes_cfchecks(written: tuple[RadarInput, np.ndarray, Path], cf_checker) -> None:
