@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ema-decay", type=float, default=None, help="default: the config's")
     parser.add_argument(
+        "--min-snr-gamma",
+        type=float,
+        default=5.0,
+        help="Min-SNR loss weighting gamma (0 = plain eps-MSE); default %(default)s",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -112,10 +118,16 @@ def diffusion_loss(
     frames_in: int,
     generator: torch.Generator,
     pos_offset: tuple[int, int] = (0, 0),
+    min_snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """eps-MSE of one batch.
+    """eps-MSE of one batch, optionally Min-SNR weighted.
 
     latents (`(B, T_in + T_out, C, h, w)` float32): scaled clean latents z_0 (context first).
+    min_snr_gamma: weight each sample's eps-MSE by min(SNR_t, gamma) / SNR_t, SNR_t =
+        alpha_prod_t / (1 - alpha_prod_t) (Hang et al. 2023, "Min-SNR weighting"). It damps
+        the large, mostly irreducible loss of the nearly clean steps, which otherwise dominates
+        the gradient, in favour of the noisy steps where the context decides the forecast.
+        None = plain eps-MSE (used for the validation loss).
     """
     context, future = latents[:, :frames_in], latents[:, frames_in:]
     batch = latents.shape[0]
@@ -126,7 +138,13 @@ def diffusion_loss(
     noise = torch.randn(future.shape, generator=generator, device=device)
     noisy = schedule.add_noise(future, noise, timesteps)
     prediction = denoiser(noisy, timesteps, context, pos_offset=pos_offset)
-    return F.mse_loss(prediction, noise)
+    if min_snr_gamma is None:
+        return F.mse_loss(prediction, noise)
+    per_sample = ((prediction - noise) ** 2).flatten(1).mean(dim=1)
+    alpha_prod = schedule.alphas_cumprod[timesteps.cpu()].to(device=device, dtype=torch.float32)
+    snr = alpha_prod / (1.0 - alpha_prod)
+    weights = torch.clamp(snr, max=min_snr_gamma) / snr
+    return (weights * per_sample).mean()
 
 
 def validation_loss(
@@ -233,7 +251,15 @@ def train(args: argparse.Namespace) -> int:
         batch = sampler.batch(batch_size, latent_px, rng)
         latents = batch.latents.to(device) * config.latent_scale
         pos_offset = (int(rng.integers(max_row + 1)), int(rng.integers(max_col + 1)))
-        loss = diffusion_loss(denoiser, schedule, latents, config.frames_in, generator, pos_offset)
+        loss = diffusion_loss(
+            denoiser,
+            schedule,
+            latents,
+            config.frames_in,
+            generator,
+            pos_offset,
+            args.min_snr_gamma if args.min_snr_gamma > 0 else None,
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
