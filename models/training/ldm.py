@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_model
 
 from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.data import list_events, split_events
 from models.earthformer_unet import EarthformerUNet
+from models.metadata import DENOISER_FILE, read_model_metadata
 from models.schedulers import NoiseSchedule
 from models.training.common import (
     EMA,
@@ -63,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-crop-px", type=int, default=256, help="side of the encoded crops [px]"
     )
     parser.add_argument("--ema-decay", type=float, default=None, help="default: the config's")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="warm-start from a model folder's EMA denoiser (approximate resume, e.g. from "
+        "models/weights/small-v1; its step count continues)",
+    )
     parser.add_argument(
         "--min-snr-gamma",
         type=float,
@@ -177,7 +186,10 @@ def train(args: argparse.Namespace) -> int:
     device = select_device(args.device, args.threads)
     run_dir = Path(args.out or "runs/ldm")
     state = load_checkpoint(run_dir, device) if args.resume else None
-    if state is None:
+    warm = read_model_metadata(args.init_from) if args.init_from and state is None else None
+    if warm is not None:
+        base_config = warm.config  # architecture and latent_scale of the shipped model
+    elif state is None:
         # the VAE run fixes the VAE part of the config (the preset may have changed since)
         vae_config = ModelConfig.from_dict(load_checkpoint(Path(args.vae))["config"]).vae
         base_config = stage_config(args.config, None).replace(vae=vae_config)
@@ -192,7 +204,7 @@ def train(args: argparse.Namespace) -> int:
 
     cache, val_cache = prepare_caches(args, base_config, device, run_dir)
     config = base_config
-    if state is None:
+    if state is None and warm is None:
         config = base_config.replace(latent_scale=1.0 / cache.latent_std())
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -209,6 +221,14 @@ def train(args: argparse.Namespace) -> int:
             optimiser.load_state_dict(state["optimiser"])
         restore_rng(state["rng"], generator, rng)
         start_step, elapsed_s = state["step"], state["elapsed_s"]
+    elif warm is not None:
+        # approximate resume from a model folder: its EMA weights start both the weights and
+        # the EMA; Adam's moments and the RNG streams start afresh
+        load_model(denoiser, str(Path(args.init_from) / DENOISER_FILE), device=str(device))
+        ema = EMA(denoiser, args.ema_decay or config.diffusion.ema_decay)
+        ema.updates = 1000  # past the warm-up: keep the averaged weights' inertia
+        start_step = int(warm.training.get("ldm", {}).get("steps", 0))
+        elapsed_s = float(warm.training.get("ldm", {}).get("wall_s", 0.0))
 
     sampler = WindowSampler(cache, config.frames_in, config.frames_out)
     max_row, max_col = denoiser.max_pos_offset(latent_px, latent_px)

@@ -38,7 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="models/weights/small-v1", type=Path)
     parser.add_argument("--name", default=None, help="model name (default: the config's)")
     parser.add_argument("--version", default="1")
-    parser.add_argument("--checkpoints", action="store_true", help="copy resumable checkpoints")
+    parser.add_argument(
+        "--checkpoints",
+        nargs="*",
+        default=None,
+        choices=["vae", "ldm", "alignment"],
+        help="stages whose slim resumable checkpoints to include (no names: all)",
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
 
 
@@ -94,11 +100,14 @@ def package(args: argparse.Namespace) -> int:
     if not args.no_export:
         errors = export_model_dir(args.weights, vae=vae)
         print(f"package: ONNX codec exported, relative errors {errors}")
-    if args.checkpoints:
+    if args.checkpoints is not None:
         runs = {"vae": args.vae, "ldm": args.ldm}
         if has_alignment:
             runs["alignment"] = args.alignment
+        wanted = set(args.checkpoints or runs)
         for stage, run in runs.items():
+            if stage not in wanted:
+                continue
             target = args.weights / "checkpoints" / stage
             save_checkpoint(target, slim_checkpoint(states[stage]))
             if (run / LOG_NAME).exists():

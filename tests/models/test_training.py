@@ -122,7 +122,7 @@ def test_ema_tracks_the_average_of_the_weights():
     torch.testing.assert_close(ema.shadow["weight"], expected)
 
 
-def test_package_writes_a_loadable_model_folder(runs, tmp_path):
+def test_package_writes_a_loadable_model_folder(runs, data_dir, tmp_path):
     weights = tmp_path / "model"
     argv = [
         "package", "--vae", str(runs["vae"]), "--ldm", str(runs["ldm"]),
@@ -143,6 +143,16 @@ def test_package_writes_a_loadable_model_folder(runs, tmp_path):
     resume = ["alignment", "--config", "tiny", "--ldm", str(runs["ldm"]), "--out", str(slim)]
     assert main([*resume, "--steps", "4", "--batch-size", "2", "--crop-px", "32", "--resume"]) == 0
     assert load_checkpoint(slim)["step"] == 4
+    # the LDM warm-starts from the folder's EMA denoiser and continues its step count
+    warm = tmp_path / "warm"
+    argv = ["ldm", "--config", "tiny", "--vae", str(runs["vae"]), "--out", str(warm)]
+    argv += ["--init-from", str(weights), "--steps", "4", "--batch-size", "2", "--crop-px", "32"]
+    argv += ["--data", str(data_dir), "--cache-crops", "1", "--cache-crop-px", "32"]
+    argv += ["--validation", MCH_VALID[0]]
+    assert main(argv) == 0
+    state = load_checkpoint(warm)
+    assert state["step"] == 4
+    assert state["config"]["latent_scale"] == pytest.approx(bundle.config.latent_scale)
 
 
 def test_window_sampler_balances_events_and_cuts_exact_sub_crop_means():
