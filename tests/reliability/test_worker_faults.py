@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import netCDF4
 import numpy as np
 import pytest
 
@@ -21,6 +20,7 @@ from tests.support.cluster import (
     Cluster,
     consumer_pid,
     deployment,
+    forecast_precip,
     kill,
     submit,
     wait_for,
@@ -39,12 +39,6 @@ FAST_FAILOVER = {
     "worker_poll_s": 0.3,
     "progress_interval_s": 0.1,
 }
-
-
-def _precip(data: bytes) -> np.ndarray:
-    """`(members, T, H, W)` rain rate [mm h-1] of a forecast file, NaN = no coverage."""
-    with netCDF4.Dataset("forecast.nc", memory=data) as ds:
-        return np.ma.filled(ds["precip"][:].astype(np.float32), np.nan)
 
 
 FleetFactory = Callable[..., tuple[Cluster, QueueProbe]]
@@ -127,7 +121,7 @@ def test_kill_9_ten_times_loses_nothing(fleet_factory: FleetFactory) -> None:
             assert wait_status(client, job_id, timeout_s=120)["status"] == "successful"
         for job_id, first in zip(again, disturbed, strict=True):
             undisturbed = client.get(f"/v1/nowcasts/{job_id}/result").content
-            np.testing.assert_array_equal(_precip(first), _precip(undisturbed))
+            np.testing.assert_array_equal(forecast_precip(first), forecast_precip(undisturbed))
     print(f"killed mid-job at steps {[s for _, s in killed]}; {fleet.replaced} workers replaced")
 
 

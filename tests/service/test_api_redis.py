@@ -17,6 +17,7 @@ from tests.support.cluster import (
     RADAR_64,
     Cluster,
     deployment,
+    forecast_precip,
     sse_events,
     submit,
     wait_for,
@@ -124,16 +125,9 @@ def test_same_seed_same_forecast(alpha: httpx.Client) -> None:
     other = submit(alpha, RADAR, members=2, steps=3, seed=99).json()
     assert wait_status(alpha, other["id"])["status"] == "successful"
     forecasts.append(alpha.get(f"/v1/nowcasts/{other['id']}/result").content)
-    precip = [_precip(data) for data in forecasts]
+    precip = [forecast_precip(data) for data in forecasts]
     np.testing.assert_array_equal(precip[0], precip[1])
     assert not np.array_equal(precip[0], precip[2], equal_nan=True)
-
-
-def _precip(data: bytes) -> np.ndarray:
-    import netCDF4
-
-    with netCDF4.Dataset("forecast.nc", memory=data) as ds:
-        return np.ma.filled(ds["precip"][:], np.nan)
 
 
 def test_cancel_running_job(alpha: httpx.Client, cluster: Cluster) -> None:

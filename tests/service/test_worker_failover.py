@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import netCDF4
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from tests.support.cluster import (
     Cluster,
     consumer_pid,
     deployment,
+    forecast_precip,
     kill,
     submit,
     wait_for,
@@ -64,11 +64,6 @@ def _running_on(client: httpx.Client, job_id: str, min_step: int) -> dict:
     return wait_for(started, 60, f"job {job_id} to pass step {min_step}", interval_s=0.1)
 
 
-def _precip(data: bytes) -> np.ndarray:
-    with netCDF4.Dataset("forecast.nc", memory=data) as ds:
-        return np.ma.filled(ds["precip"][:], np.nan)
-
-
 def test_health_check_exit_code(deployed: tuple[Cluster, QueueProbe]) -> None:
     cluster, _ = deployed
 
@@ -105,7 +100,7 @@ def test_kill_9_mid_job_another_worker_finishes(
     again = submit(client, RADAR, members=1, steps=150, seed=21).json()
     assert wait_status(client, again["id"], timeout_s=90)["status"] == "successful"
     undisturbed = client.get(f"/v1/nowcasts/{again['id']}/result").content
-    np.testing.assert_array_equal(_precip(result), _precip(undisturbed))
+    np.testing.assert_array_equal(forecast_precip(result), forecast_precip(undisturbed))
 
 
 def test_sigterm_releases_the_job_to_another_worker(

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import netCDF4
+import numpy as np
 
 from tests.support.queue_probe import QueueProbe
 
@@ -279,3 +281,9 @@ def sse_events(client: httpx.Client, job_id: str, timeout_s: float = 120) -> lis
             if line.startswith("data:"):
                 events.append(json.loads(line[len("data:") :]))
     return events
+
+
+def forecast_precip(result: bytes) -> np.ndarray:
+    """`(members, T, H, W)` float32 rain rate [mm h-1] of a forecast file, NaN = no coverage."""
+    with netCDF4.Dataset("forecast.nc", memory=result) as ds:
+        return np.ma.filled(ds["precip"][:].astype(np.float32), np.nan)
