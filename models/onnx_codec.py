@@ -32,7 +32,8 @@ PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class VAEEncoderMean(nn.Module):
-    """frames `(N, 1, H, W)` -> posterior mean `(N, C, H/8, W/8)` of a `FrameVAE`."""
+    """frames `(N, 1, H, W)` float32 (normalised rain rate, `models.units.normalise_rain`) ->
+    posterior mean `(N, C, H/8, W/8)` float32 of a `FrameVAE` (unscaled latents)."""
 
     def __init__(self, vae: nn.Module) -> None:
         super().__init__()
@@ -43,7 +44,8 @@ class VAEEncoderMean(nn.Module):
 
 
 class VAEDecoder(nn.Module):
-    """latents `(N, C, h, w)` -> frames `(N, 1, 8h, 8w)` of a `FrameVAE`."""
+    """latents `(N, C, h, w)` float32 (unscaled) -> frames `(N, 1, 8h, 8w)` float32 of a
+    `FrameVAE` (normalised rain rate, `models.units.denormalise_rain` gives mm h-1)."""
 
     def __init__(self, vae: nn.Module) -> None:
         super().__init__()
@@ -100,7 +102,8 @@ class OnnxCodecSession:
             )
 
     def run_numpy(self, array: np.ndarray) -> np.ndarray:
-        """Run on a float32 array; returns the float32 output array."""
+        """The codec on a float32 array: encoder `(N, 1, H, W)` -> `(N, C, H/8, W/8)`, decoder
+        `(N, C, h, w)` -> `(N, 1, 8h, 8w)`; N is the dynamic batch axis."""
         feed = {self.input_name: np.ascontiguousarray(array, dtype=np.float32)}
         return self.session.run([self.output_name], feed)[0]
 

@@ -323,7 +323,11 @@ class Worker:
 
     # ------------------------------------------------------------------ outcomes
     def handle_success(self, task: _Task, forecast_mm_h: np.ndarray, started: float) -> None:
-        """Write the output NetCDF and store it (the store acknowledges the job after)."""
+        """Write the output NetCDF and store it (the store acknowledges the job after).
+
+        forecast_mm_h (`(members, T_out, H, W)` float32): rain rate [mm h-1] on the input grid,
+        NaN = no coverage; `started` is the `time.monotonic()` at which the batch began.
+        """
         job, params = task.job, task.job.params
         try:
             data = write_forecast_netcdf(
