@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,8 @@ import numpy as np
 
 from models.evaluation import baselines
 from models.evaluation.cases import CROP_PX, FRAMES_OUT, Case, NoCasesError, iter_cases
-from models.evaluation.scoring import MEMBER_SUFFIX, SCORE_NAMES, score_forecast
+from models.evaluation.report import format_alignment, format_table, json_number, mean_over_cases
+from models.evaluation.scoring import MEMBER_SUFFIX, score_forecast
 
 MODEL = "model"
 ALL_METHODS = (MODEL, "persistence", "extrapolation", "sprog", "steps")
@@ -179,52 +179,6 @@ def _timed(forecast: Callable[..., np.ndarray], *args: Any) -> tuple[np.ndarray,
     return result, time.perf_counter() - start
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.3f}"
-
-
-def format_table(rows: list[tuple[str, dict[str, float], float]], title: str) -> str:
-    """A fixed-width table: one row per (method, scores, runtime_s)."""
-    headers = ["method", *SCORE_NAMES, "runtime_s"]
-    body = [[name, *(_fmt(s[n]) for n in SCORE_NAMES), f"{rt:.2f}"] for name, s, rt in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-    lines = [
-        title,
-        "  ".join(
-            h.rjust(w) if i else h.ljust(w)
-            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        ),
-    ]
-    for row in body:
-        lines.append(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    return "\n".join(lines)
-
-
-def _json_number(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def mean_over_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """{method: {score or "runtime_s": mean over cases}} (NaN scores left out of a mean)."""
-    means: dict[str, dict[str, float]] = {}
-    for method in dict.fromkeys(r["method"] for r in records):
-        rows = [r for r in records if r["method"] == method]
-        means[method] = {}
-        for name in SCORE_NAMES:
-            values = np.array([r["scores"][name] for r in rows], dtype=np.float64)
-            finite = values[np.isfinite(values)]
-            means[method][name] = float(finite.mean()) if finite.size else float("nan")
-        means[method]["runtime_s"] = float(np.mean([r["runtime_s"] for r in rows]))
-    return means
-
-
 def _alignment_rows(
     model: ModelForecaster,
     case: Case,
@@ -262,36 +216,6 @@ def _alignment_rows(
 
 def _relative_error(value: float, target: float) -> float:
     return abs(value - target) / target if target > 0 else float("nan")
-
-
-def format_alignment(rows: list[dict[str, Any]]) -> str:
-    """The alignment table: per case and target, then the mean per target factor."""
-    keys = (
-        "target_mm_h",
-        "unguided_mean_mm_h",
-        "guided_mean_mm_h",
-        "rel_error_unguided",
-        "rel_error_guided",
-        "CRPS_unguided",
-        "CRPS_guided",
-    )
-    lines = [
-        "knowledge alignment: target = factor x true future mean",
-        f"{'case':<22} {'factor':>6} " + " ".join(f"{k:>18}" for k in keys),
-    ]
-    for row in rows:
-        lines.append(
-            f"{row['case']:<22} {row['target_factor']:>6g} "
-            + " ".join(f"{_fmt(row[k]):>18}" for k in keys)
-        )
-    for factor in ALIGNMENT_TARGET_FACTORS:
-        subset = [r for r in rows if r["target_factor"] == factor]
-        if subset:
-            means = {k: float(np.nanmean([r[k] for r in subset])) for k in keys}
-            lines.append(
-                f"{'mean':<22} {factor:>6g} " + " ".join(f"{_fmt(means[k]):>18}" for k in keys)
-            )
-    return "\n".join(lines)
 
 
 def _load_cases(paths: Sequence[Path], wanted: set[str] | None, crop_px: int) -> list[Case]:
@@ -408,12 +332,12 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "case": r["case"],
                 "method": r["method"],
-                "scores": {k: _json_number(v) for k, v in r["scores"].items()},
+                "scores": {k: json_number(v) for k, v in r["scores"].items()},
                 "runtime_s": r["runtime_s"],
             }
             for r in records
         ],
-        "mean": {m: {k: _json_number(v) for k, v in s.items()} for m, s in means.items()},
+        "mean": {m: {k: json_number(v) for k, v in s.items()} for m, s in means.items()},
         "settings": {
             "members": args.members,
             "steps": args.steps,
@@ -428,7 +352,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     }
     if alignment:
         document["alignment"] = [
-            {k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()}
+            {k: json_number(v) if isinstance(v, float) else v for k, v in row.items()}
             for row in alignment
         ]
     return document

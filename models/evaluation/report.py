@@ -1,0 +1,89 @@
+"""What `nowcast evaluate` prints and writes: fixed-width score tables and JSON-safe numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from models.evaluation.scoring import SCORE_NAMES
+
+
+def format_score(value: float | None) -> str:
+    """A score with 3 decimals; "-" for a missing or non-finite one."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3f}"
+
+
+def format_table(rows: list[tuple[str, dict[str, float], float]], title: str) -> str:
+    """A fixed-width table: one row per (method, scores, runtime_s)."""
+    headers = ["method", *SCORE_NAMES, "runtime_s"]
+    body = [[name, *(format_score(s[n]) for n in SCORE_NAMES), f"{rt:.2f}"] for name, s, rt in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    lines = [
+        title,
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        ),
+    ]
+    for row in body:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def json_number(value: float) -> float | None:
+    """`value`, or None (JSON null) where it is not finite."""
+    return float(value) if math.isfinite(value) else None
+
+
+def mean_over_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{method: {score or "runtime_s": mean over cases}} (NaN scores left out of a mean)."""
+    means: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == method]
+        means[method] = {}
+        for name in SCORE_NAMES:
+            values = np.array([r["scores"][name] for r in rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            means[method][name] = float(finite.mean()) if finite.size else float("nan")
+        means[method]["runtime_s"] = float(np.mean([r["runtime_s"] for r in rows]))
+    return means
+
+
+def format_alignment(rows: list[dict[str, Any]]) -> str:
+    """The alignment table: per case and target, then the mean per target factor."""
+    keys = (
+        "target_mm_h",
+        "unguided_mean_mm_h",
+        "guided_mean_mm_h",
+        "rel_error_unguided",
+        "rel_error_guided",
+        "CRPS_unguided",
+        "CRPS_guided",
+    )
+    lines = [
+        "knowledge alignment: target = factor x true future mean",
+        f"{'case':<22} {'factor':>6} " + " ".join(f"{k:>18}" for k in keys),
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['case']:<22} {row['target_factor']:>6g} "
+            + " ".join(f"{format_score(row[k]):>18}" for k in keys)
+        )
+    for factor in dict.fromkeys(row["target_factor"] for row in rows):
+        subset = [r for r in rows if r["target_factor"] == factor]
+        if subset:
+            means = {k: float(np.nanmean([r[k] for r in subset])) for k in keys}
+            lines.append(
+                f"{'mean':<22} {factor:>6g} "
+                + " ".join(f"{format_score(means[k]):>18}" for k in keys)
+            )
+    return "\n".join(lines)
