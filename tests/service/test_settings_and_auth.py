@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -22,6 +24,39 @@ def test_settings_read_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch)
     assert (settings.max_queue_length, settings.device) == (7, "cpu")
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.result_ttl_s == 24 * 3600
+
+
+def _readme_settings() -> dict[str, str]:
+    """{field name: default cell} of the README's settings table (a row may name two variables,
+    with one default each)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table: dict[str, str] = {}
+    for line in readme.splitlines():
+        if not line.startswith("| `NOWCAST_"):
+            continue
+        variables, defaults = line.split("|")[1:3]
+        names = re.findall(r"`NOWCAST_([A-Z0-9_]+)`", variables)
+        values = re.findall(r"`([^`]*)`", defaults) or [defaults.strip()]
+        for name, value in zip(names, values, strict=True):
+            table[name.lower()] = value
+    return table
+
+
+def _same_default(cell: str, default: Any) -> bool:
+    if default is None:
+        return cell == "unset"
+    if isinstance(default, Path):
+        return Path(cell).expanduser() == default
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return float(cell) == float(default)
+    return cell == str(default)
+
+
+def test_readme_settings_table_matches_the_settings_class() -> None:
+    table = _readme_settings()
+    assert set(table) == set(Settings.model_fields), set(table) ^ set(Settings.model_fields)
+    for name, field in Settings.model_fields.items():
+        assert _same_default(table[name], field.default), (name, table[name], field.default)
 
 
 def test_settings_refuse_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
