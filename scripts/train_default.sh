@@ -7,9 +7,9 @@
 #   DEVICE=cuda THREADS=8 scripts/train_default.sh
 #   MAX_MINUTES=40 scripts/train_default.sh  # stop each stage after 40 min (it checkpoints)
 #
-# To continue from the checkpoints committed with the model instead of runs/:
+# To continue the VAE or alignment from the checkpoints committed with the model:
 #   mkdir -p runs && cp -r models/weights/small-v1/checkpoints/* runs/ && RESUME=1 scripts/train_default.sh
-# (the LDM re-encodes its latent cache from the VAE run on the first resumed call).
+# and the LDM approximately from the shipped EMA weights: nowcast train ldm ... --init-from models/weights/small-v1
 #
 # THREADS=1 is the default because on the shared 2-core training machine one thread was ~10x
 # faster than two (OpenMP threads waiting for each other while other processes hold the cores).
@@ -46,4 +46,4 @@ nowcast train alignment "${common[@]}" --out runs/alignment --ldm runs/ldm \
 
 # 4. the model folder: safetensors (EMA denoiser and alignment), model.yaml, ONNX codec
 nowcast train package --vae runs/vae --ldm runs/ldm --alignment runs/alignment \
-    --weights "$WEIGHTS" --checkpoints
+    --weights "$WEIGHTS" --checkpoints vae alignment  # the LDM one (144 MB) is too large
