@@ -207,7 +207,8 @@ class NowcastPipeline:
 
         Returns
         -------
-        `(members, T_out, H, W)` float32: rain rate [mm h-1], NaN where the last input frame is NaN.
+        `(members, T_out, H, W)` float32: rain rate [mm h-1] in [0, rain_max_mm_h], NaN where the
+        last input frame is NaN.
 
         Raises
         ------
@@ -318,7 +319,10 @@ class NowcastPipeline:
 
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
         decoded = self._map_codec(self.decoder, flat)
-        rain = denormalise_rain(decoded.float(), config.rain_max_mm_h)
+        # The model only knows rates inside its normalisation range; the decoder's linear output
+        # can overshoot it, and expm1 turns a small overshoot into thousands of mm/h.
+        decoded = decoded.float().clamp(0.0, 1.0)
+        rain = denormalise_rain(decoded, config.rain_max_mm_h)
         rain = rain.reshape(batch, config.frames_out, height, width).cpu().numpy()
         outputs = []
         for item, part in zip(group, np.split(rain, np.cumsum(members)[:-1]), strict=True):

@@ -189,3 +189,19 @@ def test_onnx_codec_matches_torch_codec(
     for candidate in (pipeline, both_onnx):
         result = candidate.forecast(past, members=2, steps=3, seed=9)
         np.testing.assert_allclose(result, reference, rtol=1e-3, atol=1e-3 * reference.max())
+
+
+def test_forecast_stays_inside_the_normalisation_range(tiny_model_dir):
+    """A decoder overshoot must not become thousands of mm/h (expm1 of the linear output)."""
+    import torch
+
+    pipeline = NowcastPipeline.from_model_dir(
+        tiny_model_dir, encoder_backend="torch", decoder_backend="torch"
+    )
+    with torch.no_grad():
+        # decoded ~3 in model space would be ~2e6 mm/h without the clamp
+        pipeline.decoder.vae.decoder.conv_out.bias.fill_(3.0)
+    past = np.full((7, 64, 64), 2.0, dtype=np.float32)
+    forecast = pipeline.forecast(past, members=2, steps=1, seed=0)
+    assert np.nanmax(forecast) <= pipeline.config.rain_max_mm_h * (1 + 1e-5)
+    assert np.nanmin(forecast) >= 0.0
