@@ -88,6 +88,13 @@ class RedisKeys:
         return f"{self.prefix}:metrics:hist:{name}"
 
 
+# the `error_detail` of a dead-lettered job; both stores (Python and Lua) fill in {n}
+DEAD_LETTER_REASON = (
+    "the job was delivered {n} times and no worker finished it (workers crashed, were killed or "
+    "ran out of memory); it was moved to the dead-letter queue. Resubmit it, and report the job "
+    "id if it happens again"
+)
+
 # metric names shared by the worker (writes them into the store) and /metrics (reads them)
 COUNTER_JOBS = "jobs"  # label = outcome: submitted, successful, failed, dismissed, dead_lettered
 HIST_QUEUE_WAIT_S = "queue_wait_s"

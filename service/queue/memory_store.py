@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from service.queue.constants import (
     COUNTER_JOBS,
+    DEAD_LETTER_REASON,
     HISTOGRAM_BUCKETS,
     JobStatus,
     bucket_label,
@@ -31,12 +32,6 @@ from service.queue.store import (
     QueuePolicy,
     StartResult,
     SubmitResult,
-)
-
-_DEAD_LETTER_REASON = (
-    "the job was delivered {n} times and no worker finished it (workers crashed, were killed or "
-    "ran out of memory); it was moved to the dead-letter queue. Resubmit it, and report the job "
-    "id if it happens again"
 )
 
 
@@ -254,7 +249,7 @@ class MemoryJobStore(JobStore):
                 self._settle(job, JobStatus.DISMISSED)
                 return StartResult("dismissed")
             if job.deliveries >= self.policy.max_deliveries:
-                reason = _DEAD_LETTER_REASON.format(n=job.deliveries)
+                reason = DEAD_LETTER_REASON.format(n=job.deliveries)
                 self._ack(delivery.message_id)
                 self._dead_letters.append((job.id, reason))
                 self._active.discard(job.id)

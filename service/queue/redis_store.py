@@ -18,6 +18,7 @@ import redis
 from service.queue.constants import (
     CONSUMER_GROUP,
     COUNTER_JOBS,
+    DEAD_LETTER_REASON,
     HISTOGRAM_BUCKETS,
     STREAM_JOB_FIELD,
     JobStatus,
@@ -68,6 +69,11 @@ redis.call('HINCRBY', KEYS[7], 'submitted', 1)
 return {'created', msg}
 """
 
+# the reason text is spliced into the Lua source as two single-quoted literals
+_REASON_HEAD, _REASON_TAIL = DEAD_LETTER_REASON.split("{n}")
+if "'" in DEAD_LETTER_REASON or "\\" in DEAD_LETTER_REASON:
+    raise ValueError("DEAD_LETTER_REASON must not hold quotes or backslashes (spliced into Lua)")
+
 # KEYS: job, active, stream, dead, counter
 # ARGV: msg_id, group, consumer, now_ms, max_deliveries, job_id, job_ttl_s
 _START = f"""
@@ -94,9 +100,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
 end
 local done = tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0')
 if done >= tonumber(ARGV[5]) then
-  local reason = 'the job was delivered ' .. done .. ' times and no worker finished it ' ..
-    '(workers crashed, were killed or ran out of memory); it was moved to the dead-letter ' ..
-    'queue. Resubmit it, and report the job id if it happens again'
+  local reason = '{_REASON_HEAD}' .. done .. '{_REASON_TAIL}'
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error_code', 'dead-lettered',
     'error_detail', reason, 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
   redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'reason', reason, 'deliveries', done)
