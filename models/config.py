@@ -80,6 +80,10 @@ class DiffusionConfig:
     eta: float = 0.0
     guidance_scale: float = 50.0  # lambda of the knowledge-alignment guidance
     ema_decay: float = 0.999
+    # Diffuse the change of the future latents from the last past latent (latent persistence)
+    # instead of the latents themselves: the denoiser then only has to model what moves,
+    # grows or decays, and fine detail of the last frame is carried over exactly.
+    predict_residual: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,11 @@ class ModelConfig:
     intensity_scale_mm_h: float = 10.0
     # latents are multiplied by this before diffusion (set from data when the LDM is trained)
     latent_scale: float = 1.0
+    # per-channel range of the scaled training latents; when set, the sampler clamps its
+    # predicted clean latents to it at every step (a denoiser that overshoots the range makes
+    # the decoder paint too intense rain). Set from data with latent_scale; None = no clamp.
+    latent_min: tuple[float, ...] | None = None
+    latent_max: tuple[float, ...] | None = None
     vae: VAEConfig = field(default_factory=VAEConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)

@@ -144,6 +144,9 @@ def normalisation_of(config: ModelConfig) -> dict[str, Any]:
         "rain_max_mm_h": config.rain_max_mm_h,
         "formula": "x = log1p(R) / log1p(rain_max_mm_h), R in mm h-1",
         "latent_scale": config.latent_scale,
+        "latent_min": config.latent_min,
+        "latent_max": config.latent_max,
+        "predict_residual": config.diffusion.predict_residual,
         "intensity_scale_mm_h": config.intensity_scale_mm_h,
     }
 

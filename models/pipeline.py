@@ -4,6 +4,9 @@
     noise (members, T_out, C, h, w) --denoiser + sampler (+ guidance) x steps--> latents
     latents --decoder--> frames --denormalise--> forecast (members, T_out, H, W) mm/h
 
+A residual model (`DiffusionConfig.predict_residual`) samples the change from the last context
+latent, which is added back before decoding.
+
 The pipeline is the loop only: the math of a step is in `models.schedulers`, the intensity
 steering in `models.guidance`, the networks in their own modules. The encoder and decoder are
 torch modules or ONNX Runtime sessions (`models.onnx_codec`), interchangeable.
@@ -30,7 +33,7 @@ from models.metadata import (
     verify_checksums,
 )
 from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
-from models.schedulers import NoiseSchedule, make_sampler, randn_rows
+from models.schedulers import Bounds, NoiseSchedule, make_sampler, randn_rows
 from models.units import denormalise_rain, normalise_rain
 
 StepCallback = Callable[[int, int], None]
@@ -139,7 +142,7 @@ class NowcastPipeline:
         model_dir: str | Path,
         device: str | torch.device = "cpu",
         encoder_backend: str = "onnx",
-        decoder_backend: str = "torch",
+        decoder_backend: str | None = None,
         verify: bool = True,
     ) -> NowcastPipeline:
         """Load a model folder (`models.bundle`).
@@ -148,10 +151,14 @@ class NowcastPipeline:
         ----------
         encoder_backend, decoder_backend: "onnx" (the folder's `encoder.onnx` / `decoder.onnx`
             on CUDA if onnxruntime offers it, else CPU) or "torch" (the VAE on `device`).
+            The decoder's default is ONNX on a CPU device (2.4x faster than torch for 240
+            frames of 256 x 256 here) and torch elsewhere, where the latents already are.
         verify: check the files' sha256 against `model.yaml`.
         """
         from models.bundle import load_model_dir
 
+        if decoder_backend is None:
+            decoder_backend = "onnx" if torch.device(device).type == "cpu" else "torch"
         model_dir = Path(model_dir)
         bundle = load_model_dir(model_dir, device, verify=verify)
         onnx_files = [
@@ -306,6 +313,9 @@ class NowcastPipeline:
 
         sampler = make_sampler(config.diffusion, self.schedule, group[0].steps, group[0].eta)
         guidance = self._guidance(group, members)
+        # a residual model diffuses future - last past latent; `origin` is what it is added to
+        origin = context[:, -1:] if config.diffusion.predict_residual else torch.zeros(())
+        x0_bounds = self._latent_bounds(origin)
         shape = (batch, config.frames_out, channels, latent_h, latent_w)
         sample = randn_rows(shape, generators, device)
         for t in sampler.timesteps:
@@ -313,9 +323,12 @@ class NowcastPipeline:
             eps = self.denoiser(sample, timestep, context)
             mean_shift = None
             if guidance is not None:
-                mean_shift = guidance.mean_shift(sample, t, context, sampler.guidance_sigma(t))
-            sample = sampler.step(eps, t, sample, generators, mean_shift=mean_shift)
+                # the alignment net reads noisy absolute latents: x_t + sqrt(alpha_prod_t) origin
+                noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * origin.to(device)
+                mean_shift = guidance.mean_shift(noisy, t, context, sampler.guidance_sigma(t))
+            sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
+        sample = sample + origin.to(device)
 
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
         decoded = self._map_codec(self.decoder, flat)
@@ -346,6 +359,18 @@ class NowcastPipeline:
                 scales += [constraint.strength * self.config.diffusion.guidance_scale] * count
         guidance = IntensityGuidance(self.alignment, torch.tensor(targets), torch.tensor(scales))
         return guidance if guidance.active else None
+
+    def _latent_bounds(self, origin: torch.Tensor) -> Bounds | None:
+        """The sampler's clamp of its predicted clean sample: the model's latent range, less
+        `origin` for a residual model; None when the model has no range."""
+        config = self.config
+        if config.latent_min is None or config.latent_max is None:
+            return None
+        shape = (1, 1, len(config.latent_min), 1, 1)
+        low = torch.tensor(config.latent_min, device=self.device).reshape(shape)
+        high = torch.tensor(config.latent_max, device=self.device).reshape(shape)
+        origin = origin.to(self.device)
+        return low - origin, high - origin
 
     def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
         parts = torch.split(flat, max(self.codec_chunk, 1))

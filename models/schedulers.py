@@ -15,7 +15,8 @@ into `x_prev`. Both samplers below walk a sub-sequence of the training steps cho
 
 Every `step` accepts a `mean_shift` that is added to the transition mean before the noise is drawn
 (the knowledge-alignment guidance of `models.guidance` is one such shift); `guidance_sigma(t)` is
-the sigma_t that scales it.
+the sigma_t that scales it. It also accepts `x0_bounds`: the predicted clean sample is clamped to
+them and the noise prediction made consistent with the clamped value (diffusers' `clip_sample`).
 
 Randomness comes only from the `torch.Generator`s passed in; see `randn_rows` for how one
 generator per request keeps a request's noise the same whether it is sampled alone or batched.
@@ -31,6 +32,8 @@ import torch
 from models.config import DiffusionConfig
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+# (lower, upper) bounds of the predicted clean sample, each a float or a tensor that broadcasts
+Bounds = tuple[torch.Tensor | float, torch.Tensor | float]
 
 
 class NoiseSchedule:
@@ -213,10 +216,23 @@ class _Sampler:
 
     @staticmethod
     def _pred_original_sample(
-        eps: torch.Tensor, sample: torch.Tensor, alpha_prod_t: float
-    ) -> torch.Tensor:
-        # x_0 = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t)   (inverse of add_noise)
-        return (sample - math.sqrt(1.0 - alpha_prod_t) * eps) / math.sqrt(alpha_prod_t)
+        eps: torch.Tensor,
+        sample: torch.Tensor,
+        alpha_prod_t: float,
+        x0_bounds: Bounds | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0, eps) at x_t: x_0 = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t), the
+        inverse of add_noise; with bounds, x_0 is clamped and eps recomputed from it so that
+        the step's "direction to x_t" agrees with the clamped x_0."""
+        original = (sample - math.sqrt(1.0 - alpha_prod_t) * eps) / math.sqrt(alpha_prod_t)
+        if x0_bounds is None:
+            return original, eps
+        lower, upper = (
+            torch.as_tensor(b, dtype=original.dtype, device=original.device) for b in x0_bounds
+        )
+        original = torch.maximum(torch.minimum(original, upper), lower)
+        eps = (sample - math.sqrt(alpha_prod_t) * original) / math.sqrt(1.0 - alpha_prod_t)
+        return original, eps
 
 
 class DDPMSampler(_Sampler):
@@ -237,6 +253,7 @@ class DDPMSampler(_Sampler):
         sample: torch.Tensor,
         generator: GeneratorArg = None,
         mean_shift: torch.Tensor | None = None,
+        x0_bounds: Bounds | None = None,
     ) -> torch.Tensor:
         """One ancestral step x_t -> x_prev.
 
@@ -247,6 +264,7 @@ class DDPMSampler(_Sampler):
         sample (`(B, ...)`): x_t.
         generator: see `randn_rows`.
         mean_shift (`(B, ...)` or None): added to the transition mean before the noise.
+        x0_bounds: (lower, upper) clamp of the predicted clean sample, or None.
 
         Returns
         -------
@@ -255,7 +273,7 @@ class DDPMSampler(_Sampler):
         alpha_prod_t, alpha_prod_prev = self._alpha_prods(t)
         alpha_jump = alpha_prod_t / alpha_prod_prev  # alpha_t of the jump t -> prev_t
         beta_jump = 1.0 - alpha_jump
-        pred_original_sample = self._pred_original_sample(eps, sample, alpha_prod_t)
+        pred_original_sample, _ = self._pred_original_sample(eps, sample, alpha_prod_t, x0_bounds)
         # posterior mean, Ho et al. eq. 7:
         # mu = sqrt(a_prev) beta / (1 - a_t) x_0 + sqrt(alpha) (1 - a_prev) / (1 - a_t) x_t
         coef_original = math.sqrt(alpha_prod_prev) * beta_jump / (1.0 - alpha_prod_t)
@@ -285,6 +303,7 @@ class DDIMSampler(_Sampler):
         sample: torch.Tensor,
         generator: GeneratorArg = None,
         mean_shift: torch.Tensor | None = None,
+        x0_bounds: Bounds | None = None,
     ) -> torch.Tensor:
         """One DDIM step x_t -> x_prev (Song et al. eq. 12).
 
@@ -292,7 +311,7 @@ class DDIMSampler(_Sampler):
         `generator` is not used.
         """
         alpha_prod_t, alpha_prod_prev = self._alpha_prods(t)
-        pred_original_sample = self._pred_original_sample(eps, sample, alpha_prod_t)
+        pred_original_sample, eps = self._pred_original_sample(eps, sample, alpha_prod_t, x0_bounds)
         # sigma_t(eta) = eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)
         std_dev_t = self.eta * self.posterior_std(t)
         # "direction pointing to x_t": sqrt(1 - a_prev - sigma_t^2) * eps

@@ -43,6 +43,13 @@ class LatentCache:
         flat = torch.cat([z.flatten() for z in self.latents])
         return float(flat.std())
 
+    def channel_range(self, tail: float = 0.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (low, high) quantiles `tail` and `1 - tail` of the cached latent values
+        (unscaled); tail 0 gives the min and max."""
+        flat = torch.cat([z.transpose(0, 1).flatten(1) for z in self.latents], dim=1).numpy()
+        low, high = np.quantile(flat, [tail, 1.0 - tail], axis=1)
+        return tuple(low.tolist()), tuple(high.tolist())
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(

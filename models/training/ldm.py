@@ -2,10 +2,12 @@
 
 Needs a trained VAE run (`--vae runs/vae`). The first run encodes crop sequences of the training
 events once (`latent_cache.py`, saved as `<out>/latents.pt`, reused by `--resume` and by the
-alignment stage) and sets `config.latent_scale = 1 / std` of the cached latents. Each step cuts
-random windows (7 context + 12 future frames) and random `crop_px / 8` latent sub-crops from the
-cache; the denoiser's position tables get a random `pos_offset` per batch so that every row and
-column of them is trained although the crops are smaller than the largest grid.
+alignment stage) and sets `config.latent_scale = 1 / std` of the cached latents and
+`latent_min` / `latent_max`, their per-channel range (scaled), which the sampler clamps to.
+Each step cuts random windows (7 context + 12 future frames) and random `crop_px / 8` latent
+sub-crops from the cache; the denoiser's position tables get a random `pos_offset` per batch so
+that every row and column of them is trained although the crops are smaller than the largest
+grid. With `diffusion.predict_residual` the diffused quantity is future - last context latent.
 """
 
 from __future__ import annotations
@@ -128,10 +130,12 @@ def diffusion_loss(
     generator: torch.Generator,
     pos_offset: tuple[int, int] = (0, 0),
     min_snr_gamma: float | None = None,
+    predict_residual: bool = False,
 ) -> torch.Tensor:
     """eps-MSE of one batch, optionally Min-SNR weighted.
 
     latents (`(B, T_in + T_out, C, h, w)` float32): scaled clean latents z_0 (context first).
+    predict_residual: diffuse future - last context latent (`DiffusionConfig.predict_residual`).
     min_snr_gamma: weight each sample's eps-MSE by min(SNR_t, gamma) / SNR_t, SNR_t =
         alpha_prod_t / (1 - alpha_prod_t) (Hang et al. 2023, "Min-SNR weighting"). It damps
         the large, mostly irreducible loss of the nearly clean steps, which otherwise dominates
@@ -139,6 +143,8 @@ def diffusion_loss(
         None = plain eps-MSE (used for the validation loss).
     """
     context, future = latents[:, :frames_in], latents[:, frames_in:]
+    if predict_residual:
+        future = future - context[:, -1:]
     batch = latents.shape[0]
     device = latents.device
     timesteps = torch.randint(
@@ -176,7 +182,14 @@ def validation_loss(
             batch = sampler.batch(batch_size, latent_px, rng)
             latents = batch.latents.to(device) * config.latent_scale
             losses.append(
-                diffusion_loss(denoiser, schedule, latents, config.frames_in, generator).item()
+                diffusion_loss(
+                    denoiser,
+                    schedule,
+                    latents,
+                    config.frames_in,
+                    generator,
+                    predict_residual=config.diffusion.predict_residual,
+                ).item()
             )
     return float(np.mean(losses))
 
@@ -188,7 +201,9 @@ def train(args: argparse.Namespace) -> int:
     state = load_checkpoint(run_dir, device) if args.resume else None
     warm = read_model_metadata(args.init_from) if args.init_from and state is None else None
     if warm is not None:
-        base_config = warm.config  # architecture and latent_scale of the shipped model
+        # architecture and latent_scale of the shipped model; --set may change the rest (a
+        # changed architecture fails to load its weights below)
+        base_config = apply_overrides(warm.config, args.set)
     elif state is None:
         # the VAE run fixes the VAE part of the config (the preset may have changed since)
         vae_config = ModelConfig.from_dict(load_checkpoint(Path(args.vae))["config"]).vae
@@ -206,6 +221,12 @@ def train(args: argparse.Namespace) -> int:
     config = base_config
     if state is None and warm is None:
         config = base_config.replace(latent_scale=1.0 / cache.latent_std())
+    if config.latent_min is None:  # also for runs and models from before the range existed
+        low, high = cache.channel_range()
+        config = config.replace(
+            latent_min=tuple(v * config.latent_scale for v in low),
+            latent_max=tuple(v * config.latent_scale for v in high),
+        )
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     denoiser = seeded_init(args.seed, lambda: EarthformerUNet(config)).to(device)
@@ -279,6 +300,7 @@ def train(args: argparse.Namespace) -> int:
             generator,
             pos_offset,
             args.min_snr_gamma if args.min_snr_gamma > 0 else None,
+            config.diffusion.predict_residual,
         )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

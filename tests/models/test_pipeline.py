@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def torch_pipeline(tiny_model_dir: Path) -> NowcastPipeline:
 
 def test_round_trip_shape_units_and_reproducibility(pipeline: NowcastPipeline) -> None:
     assert pipeline.encoder_backend == "onnx:CPUExecutionProvider"
-    assert pipeline.decoder_backend == "torch:cpu"
+    assert pipeline.decoder_backend == "onnx:CPUExecutionProvider"  # the default on a CPU
     past = _past()
     forecast = pipeline.forecast(past, members=3, steps=3, seed=11)
     assert forecast.shape == (3, TINY.frames_out, GRID, GRID)
@@ -189,6 +190,43 @@ def test_onnx_codec_matches_torch_codec(
     for candidate in (pipeline, both_onnx):
         result = candidate.forecast(past, members=2, steps=3, seed=9)
         np.testing.assert_allclose(result, reference, rtol=1e-3, atol=1e-3 * reference.max())
+
+
+def test_residual_and_absolute_sampling_agree_when_the_clean_latent_is_pinned(
+    pipeline: NowcastPipeline,
+) -> None:
+    """A residual model adds the last context latent back; with the latent range pinned to one
+    value per channel both parameterisations must decode the same constant latent field."""
+    channels = pipeline.config.vae.latent_channels
+    pinned = tuple(0.3 * (c - 1) for c in range(channels))
+    outputs = []
+    for residual in (False, True):
+        config = pipeline.config.replace(
+            latent_min=pinned,
+            latent_max=pinned,
+            diffusion=replace(pipeline.config.diffusion, predict_residual=residual),
+        )
+        model = NowcastPipeline(
+            config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
+        )
+        outputs.append(model.forecast(_past(3), members=2, steps=3, seed=1))
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
+    # and the pinned value is what gets decoded: every member and lead alike
+    np.testing.assert_allclose(outputs[0], outputs[0][:1, :1].repeat(2, 0).repeat(6, 1), atol=1e-4)
+
+
+def test_residual_model_runs_with_guidance(pipeline: NowcastPipeline) -> None:
+    config = pipeline.config.replace(
+        diffusion=replace(pipeline.config.diffusion, predict_residual=True)
+    )
+    model = NowcastPipeline(
+        config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
+    )
+    past = _past()
+    plain = model.forecast(past, members=2, steps=3, seed=4)
+    assert not np.allclose(plain, pipeline.forecast(past, members=2, steps=3, seed=4))
+    steered = model.forecast(past, members=2, steps=3, seed=4, constraint=IntensityConstraint(8.0))
+    assert np.isfinite(steered).all() and not np.allclose(steered, plain)
 
 
 def test_forecast_stays_inside_the_normalisation_range(tiny_model_dir):

@@ -83,6 +83,36 @@ def test_ddim_one_step_recovers_x0_exactly(schedule: NoiseSchedule) -> None:
     torch.testing.assert_close(sampler.step(noise, 999, noisy), x0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler_class", [DDIMSampler, DDPMSampler])
+def test_x0_bounds_clamp_the_predicted_clean_sample(schedule, sampler_class) -> None:
+    generator = torch.Generator().manual_seed(5)
+    x0 = 3.0 * torch.randn(2, 6, 4, 8, 8, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    sampler = sampler_class(schedule, num_steps=1)
+    noisy = schedule.add_noise(x0, noise, torch.tensor([999, 999]))
+    low = torch.tensor([-1.0, -0.5, -2.0, 0.0]).reshape(1, 1, 4, 1, 1)
+    # the last jump (to t = -1) returns the clean sample: the clamped one
+    result = sampler.step(noise, 999, noisy, generator, x0_bounds=(low, 1.0))
+    torch.testing.assert_close(result, x0.clamp(max=1.0).maximum(low), rtol=1e-4, atol=1e-4)
+    inside = sampler.step(noise, 999, noisy, generator, x0_bounds=(-100.0, 100.0))
+    torch.testing.assert_close(inside, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_x0_bounds_keep_eps_consistent(schedule: NoiseSchedule) -> None:
+    # a mid-schedule DDIM jump with bounds that pin x_0 to c lands on the forward process's
+    # point for x_0 = c and the noise implied by (x_t, c): sqrt(a_prev) c + sqrt(1-a_prev) eps'
+    generator = torch.Generator().manual_seed(6)
+    sample = torch.randn(1, 6, 4, 8, 8, generator=generator)
+    eps = torch.randn(sample.shape, generator=generator)
+    sampler = DDIMSampler(schedule, num_steps=4)
+    t = sampler.timesteps[1]
+    a_t, a_prev = schedule.alpha_prod(t), schedule.alpha_prod(sampler.prev_timestep(t))
+    result = sampler.step(eps, t, sample, x0_bounds=(0.5, 0.5))
+    implied = (sample - math.sqrt(a_t) * 0.5) / math.sqrt(1 - a_t)
+    expected = math.sqrt(a_prev) * 0.5 + math.sqrt(1 - a_prev) * implied
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_ddim_seeds(schedule: NoiseSchedule) -> None:
     shape = (4, 6, 4, 8, 8)
     for steps in (1, 50):

@@ -91,8 +91,14 @@ def test_stage_checkpoints_and_resumes_with_the_step_counter(runs, stage, weight
 def test_ldm_sets_the_latent_scale_from_the_cached_latents(runs):
     state = load_checkpoint(runs["ldm"])
     cache = LatentCache.load(runs["ldm"] / "latents.pt")
-    assert state["config"]["latent_scale"] == pytest.approx(1.0 / cache.latent_std(), rel=1e-5)
-    assert state["config"]["latent_scale"] != TINY.latent_scale
+    scale = state["config"]["latent_scale"]
+    assert scale == pytest.approx(1.0 / cache.latent_std(), rel=1e-5)
+    assert scale != TINY.latent_scale
+    low, high = cache.channel_range()
+    flat = torch.cat([z.transpose(0, 1).flatten(1) for z in cache.latents], dim=1)
+    np.testing.assert_allclose(low, flat.amin(dim=1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(state["config"]["latent_max"], np.array(high) * scale, rtol=1e-5)
+    assert len(state["config"]["latent_min"]) == TINY.vae.latent_channels
     sampler = WindowSampler(cache, TINY.frames_in, TINY.frames_out)
     batch = sampler.batch(3, 4, np.random.default_rng(0))
     assert batch.latents.shape == (3, 13, TINY.vae.latent_channels, 4, 4)
@@ -184,3 +190,25 @@ def test_config_overrides_change_only_the_named_fields():
     assert config.replace(denoiser=TINY.denoiser) == TINY
     with pytest.raises(SystemExit, match="no config field"):
         apply_overrides(TINY, ["denoiser.no_such_field=1"])
+
+
+def test_residual_loss_diffuses_the_change_from_the_last_context_latent():
+    from models.earthformer_unet import EarthformerUNet
+    from models.schedulers import NoiseSchedule
+    from models.training.ldm import diffusion_loss
+
+    denoiser = EarthformerUNet(TINY).eval()
+    schedule = NoiseSchedule(TINY.diffusion)
+    latents = torch.randn(2, TINY.frames_in + TINY.frames_out, TINY.vae.latent_channels, 8, 8)
+    changes = latents.clone()
+    changes[:, TINY.frames_in :] -= latents[:, TINY.frames_in - 1 : TINY.frames_in]
+
+    def loss(batch, residual):
+        generator = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            return diffusion_loss(
+                denoiser, schedule, batch, TINY.frames_in, generator, predict_residual=residual
+            )
+
+    assert loss(latents, True) == pytest.approx(float(loss(changes, False)), rel=1e-6)
+    assert loss(latents, True) != pytest.approx(float(loss(latents, False)), rel=1e-3)
