@@ -20,28 +20,39 @@ DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-1}
 SEED=${SEED:-0}
 VAE_STEPS=${VAE_STEPS:-5000}
-LDM_STEPS=${LDM_STEPS:-2600}
+LDM_ABSOLUTE_STEPS=${LDM_ABSOLUTE_STEPS:-2600}
+# phase 2b continues the step count of 2a; its cosine schedule spans LDM_STEPS, and the shipped
+# run stopped (at its --max-minutes) at LDM_UNTIL_STEP
+LDM_STEPS=${LDM_STEPS:-7600}
+LDM_UNTIL_STEP=${LDM_UNTIL_STEP:-7600}
 ALIGNMENT_STEPS=${ALIGNMENT_STEPS:-2500}
 WEIGHTS=${WEIGHTS:-models/weights/small-v1}
 
-common=(--config small --device "$DEVICE" --threads "$THREADS" --seed "$SEED" --checkpoint-every-s 180)
+common=(--config small --device "$DEVICE" --threads "$THREADS" --checkpoint-every-s 180)
 if [[ -n "${RESUME:-}" ]]; then common+=(--resume); fi
 if [[ -n "${MAX_MINUTES:-}" ]]; then common+=(--max-minutes "$MAX_MINUTES"); fi
 
 # 1. frame-wise VAE: 128 px crops of every training frame, adversarial loss from 60 % of the steps
-nowcast train vae "${common[@]}" --out runs/vae \
+nowcast train vae "${common[@]}" --seed "$SEED" --out runs/vae \
     --steps "$VAE_STEPS" --batch-size 8 --crop-px 128 --disc-start-fraction 0.6
 
-# 2. latent diffusion on 256 px crops encoded once (12 crop sequences per training event).
-#    base_units 96 (preset: 48): with patch_size 4 a token holds 4x4x4 = 64 latent values, and
-#    48 channels cannot carry them, so the preset's denoiser cannot even return its input noise
-#    at t ~ T (measured eps-MSE floor 0.32 at t = 999) and its samples ignore the context.
-nowcast train ldm "${common[@]}" --out runs/ldm --vae runs/vae \
-    --steps "$LDM_STEPS" --batch-size 4 --crop-px 256 --cache-crops 12 --val-cache-crops 2 \
-    --ema-decay 0.995 --set denoiser.base_units=96 --set 'denoiser.block_units=[96,192]'
+# 2. latent diffusion on 256 px crops encoded once (12 crop sequences per training event), in
+#    two phases, as the shipped model was trained: first the plain latents (2a), then, warm-started
+#    from those weights, the residual parameterisation of the preset (2b: future - last past
+#    latent), on a latent cache drawn with seed 1
+nowcast train ldm "${common[@]}" --seed "$SEED" --out runs/ldm-absolute --vae runs/vae \
+    --steps "$LDM_ABSOLUTE_STEPS" --batch-size 4 --crop-px 256 --cache-crops 12 --val-cache-crops 2 \
+    --ema-decay 0.995 --set diffusion.predict_residual=false
+nowcast train package --vae runs/vae --ldm runs/ldm-absolute --weights runs/ldm-absolute-model \
+    --no-export
+nowcast train ldm "${common[@]}" --seed $((SEED + 1)) --out runs/ldm --vae runs/vae \
+    --steps "$LDM_STEPS" --until-step "$LDM_UNTIL_STEP" --batch-size 4 --crop-px 256 \
+    --cache-crops 12 --val-cache-crops 2 --ema-decay 0.995 \
+    --init-from runs/ldm-absolute-model --set diffusion.predict_residual=true
 
-# 3. knowledge alignment on the LDM's latent cache
-nowcast train alignment "${common[@]}" --out runs/alignment --ldm runs/ldm \
+# 3. knowledge alignment on the first LDM phase's latent cache (it reads noisy absolute latents,
+#    whatever the denoiser's parameterisation)
+nowcast train alignment "${common[@]}" --seed "$SEED" --out runs/alignment --ldm runs/ldm-absolute \
     --steps "$ALIGNMENT_STEPS" --batch-size 8 --crop-px 256 --ema-decay 0.995
 
 # 4. the model folder: safetensors (EMA denoiser and alignment), model.yaml, ONNX codec
