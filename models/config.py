@@ -102,7 +102,8 @@ class ModelConfig:
     intensity_scale_mm_h: float = 10.0
     # latents are multiplied by this before diffusion (set from data when the LDM is trained)
     latent_scale: float = 1.0
-    # per-channel range of the scaled training latents; when set, the sampler clamps its
+    # per-channel range (0.1-99.9 % quantiles) of the scaled training latents; when set, the
+    # sampler clamps its
     # predicted clean latents to it at every step (a denoiser that overshoots the range makes
     # the decoder paint too intense rain). Set from data with latent_scale; None = no clamp.
     latent_min: tuple[float, ...] | None = None

