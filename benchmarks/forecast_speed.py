@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (model default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="denoiser compute dtype (auto: bfloat16 where the CPU has it natively)",
+    )
+    parser.add_argument(
         "--warmup", action="store_true", help="run the model once untimed before timing it"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.pipeline import NowcastPipeline
 
     start = time.perf_counter()
-    pipeline = NowcastPipeline.from_model_dir(args.weights)
+    pipeline = NowcastPipeline.from_model_dir(args.weights, denoiser_precision=args.precision)
     load_s = time.perf_counter() - start
     if pipeline.config.frames_out != LEADS:
         print(f"note: the model forecasts {pipeline.config.frames_out} frames, not {LEADS}")
@@ -74,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     steps_s, steps_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
 
     ratio = model_s / steps_s
-    print(f"model load:            {load_s:8.2f} s  ({args.weights})")
+    precision = str(pipeline.denoiser_dtype).removeprefix("torch.")
+    print(
+        f"model load:            {load_s:8.2f} s  ({args.weights}; denoiser {precision}, "
+        f"decoder {pipeline.decoder_backend})"
+    )
     # CPU seconds (all threads) beside wall time: the machine may be shared
     print(
         f"model forecast:        {model_s:8.2f} s  (cpu {model_cpu_s:.2f} s)  "
@@ -93,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "members": args.members,
             "leads": LEADS,
             "steps": args.steps or pipeline.config.diffusion.sampling_steps,
+            "denoiser_precision": precision,
+            "decoder": pipeline.decoder_backend,
             "model_load_s": load_s,
             "model_forecast_s": model_s,
             "steps_forecast_s": steps_s,

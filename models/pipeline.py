@@ -113,6 +113,11 @@ class NowcastPipeline:
     device: where the torch networks run; they are moved there and put in eval mode.
     metadata: the model folder's metadata, if any (for provenance).
     codec_chunk: frames per encoder / decoder call.
+    denoiser_precision: "float32", "bfloat16" (the denoiser under autocast; the sampler's
+        arithmetic stays float32) or "auto": bfloat16 where the device computes it natively
+        (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), float32 elsewhere.
+        Measured on the shipped model and this CPU: 1.7x faster denoiser steps, the same
+        CSI@1 / CRPS to 3 decimals, members with CSI 0.99 against their float32 twins.
     """
 
     def __init__(
@@ -125,9 +130,11 @@ class NowcastPipeline:
         device: str | torch.device = "cpu",
         metadata: ModelMetadata | None = None,
         codec_chunk: int = DEFAULT_CODEC_CHUNK,
+        denoiser_precision: str = "auto",
     ) -> None:
         self.config = config
         self.device = torch.device(device)
+        self.denoiser_dtype = resolve_precision(denoiser_precision, self.device)
         self.encoder = _on_device(encoder, self.device)
         self.decoder = _on_device(decoder, self.device)
         self.denoiser = denoiser.to(self.device).eval()
@@ -144,6 +151,7 @@ class NowcastPipeline:
         encoder_backend: str = "onnx",
         decoder_backend: str | None = None,
         verify: bool = True,
+        denoiser_precision: str = "auto",
     ) -> NowcastPipeline:
         """Load a model folder (`models.bundle`).
 
@@ -154,6 +162,7 @@ class NowcastPipeline:
             The decoder's default is ONNX on a CPU device (2.4x faster than torch for 240
             frames of 256 x 256 here) and torch elsewhere, where the latents already are.
         verify: check the files' sha256 against `model.yaml`.
+        denoiser_precision: see the class.
         """
         from models.bundle import load_model_dir
 
@@ -181,6 +190,7 @@ class NowcastPipeline:
             bundle.alignment,
             device=device,
             metadata=bundle.metadata,
+            denoiser_precision=denoiser_precision,
         )
 
     @property
@@ -320,7 +330,10 @@ class NowcastPipeline:
         sample = randn_rows(shape, generators, device)
         for t in sampler.timesteps:
             timestep = torch.full((batch,), t, dtype=torch.long, device=device)
-            eps = self.denoiser(sample, timestep, context)
+            with torch.autocast(
+                device.type, self.denoiser_dtype, enabled=self.denoiser_dtype != torch.float32
+            ):
+                eps = self.denoiser(sample, timestep, context).float()
             mean_shift = None
             if guidance is not None:
                 # the alignment net reads noisy absolute latents: x_t + sqrt(alpha_prod_t) origin
@@ -389,6 +402,23 @@ class _Progress:
         self.done += 1
         if self.callback is not None:
             self.callback(self.done, self.total)
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The denoiser's compute dtype for `precision` ("auto", "float32", "bfloat16") on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            # without these instructions CPU bfloat16 is emulated and slower than float32
+            native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        precision = "bfloat16" if native else "float32"
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
 def _on_device(codec: Codec, device: torch.device) -> Codec:

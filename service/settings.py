@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="torch device of the workers; auto = cuda when available"
     )
+    denoiser_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="compute dtype of the denoiser; auto = bfloat16 where the device has it "
+        "natively (AVX512-BF16 / AMX CPUs, recent GPUs), float32 elsewhere",
+    )
     zr_a: float = Field(default=200.0, description="Z-R relation Z = a R^b for dBZ input: a")
     zr_b: float = Field(default=1.6, description="Z-R relation Z = a R^b for dBZ input: b")
 

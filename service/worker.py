@@ -114,7 +114,10 @@ class Worker:
         device = resolve_device(self.settings.device)
         started = time.monotonic()
         self.pipeline = NowcastPipeline.from_model_dir(
-            self.model_dir, device=device, encoder_backend="onnx"
+            self.model_dir,
+            device=device,
+            encoder_backend="onnx",
+            denoiser_precision=self.settings.denoiser_precision,
         )
         self.metadata = self.pipeline.metadata or read_model_metadata(self.model_dir)
         config = self.pipeline.config
@@ -127,14 +130,15 @@ class Worker:
             ]
         )
         logger.info(
-            "worker %s ready in %.1f s: model %s %s from %s; torch device %s; encoder %s; "
-            "decoder %s",
+            "worker %s ready in %.1f s: model %s %s from %s; torch device %s (denoiser %s); "
+            "encoder %s; decoder %s",
             self.consumer,
             time.monotonic() - started,
             self.metadata.name,
             self.metadata.version,
             self.model_dir,
             device,
+            str(self.pipeline.denoiser_dtype).removeprefix("torch."),
             self.pipeline.encoder_backend,
             self.pipeline.decoder_backend,
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.config import TINY
 from models.pipeline import ForecastRequest, IntensityConstraint, NowcastPipeline
@@ -36,7 +37,10 @@ def pipeline(tiny_model_dir: Path) -> NowcastPipeline:
 @pytest.fixture(scope="module")
 def torch_pipeline(tiny_model_dir: Path) -> NowcastPipeline:
     return NowcastPipeline.from_model_dir(
-        tiny_model_dir, encoder_backend="torch", decoder_backend="torch"
+        tiny_model_dir,
+        encoder_backend="torch",
+        decoder_backend="torch",
+        denoiser_precision="float32",
     )
 
 
@@ -180,14 +184,21 @@ def test_constraint_needs_an_alignment_network(pipeline: NowcastPipeline) -> Non
 
 
 def test_onnx_codec_matches_torch_codec(
-    tiny_model_dir: Path, pipeline: NowcastPipeline, torch_pipeline: NowcastPipeline
+    tiny_model_dir: Path, torch_pipeline: NowcastPipeline
 ) -> None:
-    both_onnx = NowcastPipeline.from_model_dir(
-        tiny_model_dir, encoder_backend="onnx", decoder_backend="onnx"
-    )
+    # a float32 denoiser: bfloat16 rounding would amplify the codecs' ~1e-6 differences
+    candidates = [
+        NowcastPipeline.from_model_dir(
+            tiny_model_dir,
+            encoder_backend="onnx",
+            decoder_backend=decoder,
+            denoiser_precision="float32",
+        )
+        for decoder in ("torch", "onnx")
+    ]
     past = _past(7)
     reference = torch_pipeline.forecast(past, members=2, steps=3, seed=9)
-    for candidate in (pipeline, both_onnx):
+    for candidate in candidates:
         result = candidate.forecast(past, members=2, steps=3, seed=9)
         np.testing.assert_allclose(result, reference, rtol=1e-3, atol=1e-3 * reference.max())
 
@@ -229,10 +240,22 @@ def test_residual_model_runs_with_guidance(pipeline: NowcastPipeline) -> None:
     assert np.isfinite(steered).all() and not np.allclose(steered, plain)
 
 
+def test_bfloat16_denoiser_is_close_to_float32(pipeline: NowcastPipeline) -> None:
+    parts = (pipeline.config, pipeline.encoder, pipeline.decoder, pipeline.denoiser)
+    exact = NowcastPipeline(*parts, denoiser_precision="float32")
+    fast = NowcastPipeline(*parts, denoiser_precision="bfloat16")
+    assert (exact.denoiser_dtype, fast.denoiser_dtype) == (torch.float32, torch.bfloat16)
+    past = _past(5)
+    reference = exact.forecast(past, members=2, steps=3, seed=2)
+    result = fast.forecast(past, members=2, steps=3, seed=2)
+    assert not np.array_equal(result, reference)  # bfloat16 really ran
+    np.testing.assert_allclose(result, reference, atol=0.02 * reference.max())
+    with pytest.raises(ValueError, match="precision"):
+        NowcastPipeline(*parts, denoiser_precision="float16")
+
+
 def test_forecast_stays_inside_the_normalisation_range(tiny_model_dir):
     """A decoder overshoot must not become thousands of mm/h (expm1 of the linear output)."""
-    import torch
-
     pipeline = NowcastPipeline.from_model_dir(
         tiny_model_dir, encoder_backend="torch", decoder_backend="torch"
     )
