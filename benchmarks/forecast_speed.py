@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere in the checkout
 
 from models.evaluation import baselines  # noqa: E402
 from models.evaluation.cases import iter_cases  # noqa: E402
+from models.metadata import DEFAULT_MODEL_DIR  # noqa: E402
 
-DEFAULT_WEIGHTS = REPO / "models" / "weights" / "small-v1"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "radar" / "mch_20150515.nc"
 MEMBERS = 20
 LEADS = 12
@@ -32,7 +32,7 @@ LEADS = 12
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model folder")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_MODEL_DIR, help="model folder")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="radar event file")
     parser.add_argument("--case", default=None, help="case id (default: the file's first)")
     parser.add_argument("--members", type=int, default=MEMBERS)

@@ -14,8 +14,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# models/weights/small-v1 inside the installed package (or the source tree with `pip install -e`)
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "weights" / "small-v1"
+from models.metadata import DEFAULT_MODEL_DIR
+
+# the trained default inside the installed package (or the source tree with `pip install -e`)
+SHIPPED_MODEL_DIR = DEFAULT_MODEL_DIR
 
 
 class Settings(BaseSettings):

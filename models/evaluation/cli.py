@@ -22,10 +22,10 @@ from models.evaluation import baselines
 from models.evaluation.cases import CROP_PX, FRAMES_OUT, Case, NoCasesError, iter_cases
 from models.evaluation.report import format_alignment, format_table, json_number, mean_over_cases
 from models.evaluation.scoring import MEMBER_SUFFIX, score_forecast
+from models.metadata import DEFAULT_MODEL_DIR
 
 MODEL = "model"
 ALL_METHODS = (MODEL, "persistence", "extrapolation", "sprog", "steps")
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "small-v1"
 ALIGNMENT_TARGET_FACTORS = (1.0, 2.0)
 
 # forecast(past_mm_h (T, H, W), n_leads, members, seed) -> (M, n_leads, H, W) mm/h
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         type=Path,
-        default=DEFAULT_WEIGHTS,
+        default=DEFAULT_MODEL_DIR,
         help="model folder (default: the shipped model, %(default)s)",
     )
     parser.add_argument(
