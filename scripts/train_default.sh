@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Train the shipped default model (`small` preset) on the radar events and package it to
-# models/weights/small-v1 (weights, ONNX codec, model.yaml, slim resumable checkpoints).
+# models/weights/small-v2 (weights, ONNX codec, model.yaml, slim resumable checkpoints).
 #
 #   scripts/train_default.sh                 # CPU, from scratch (runs/ holds the runs)
 #   RESUME=1 scripts/train_default.sh        # continue every stage from runs/<stage>/checkpoint.pt
 #   DEVICE=cuda THREADS=8 scripts/train_default.sh
 #   MAX_MINUTES=40 scripts/train_default.sh  # stop each stage after 40 min (it checkpoints)
 #
-# To continue the VAE or alignment from the checkpoints committed with the model:
-#   mkdir -p runs && cp -r models/weights/small-v1/checkpoints/* runs/ && RESUME=1 scripts/train_default.sh
-# and the LDM approximately from the shipped EMA weights: nowcast train ldm ... --init-from models/weights/small-v1
+# To continue from what the model folder holds: the VAE and alignment from its slim checkpoints,
+#   mkdir -p runs && cp -r models/weights/small-v2/checkpoints/* runs/
+#   nowcast train vae --config small --out runs/vae --resume --steps N ...
+# and the LDM approximately from its EMA weights (Adam restarts; the step count continues):
+#   nowcast train ldm --config small --out runs/ldm-more --vae runs/vae \
+#       --init-from models/weights/small-v2 --steps N --seed 1 --cache-crops 12 --val-cache-crops 2
 #
 # THREADS=1 is the default because on the shared 2-core training machine one thread was ~10x
 # faster than two (OpenMP threads waiting for each other while other processes hold the cores).
@@ -24,9 +27,9 @@ LDM_ABSOLUTE_STEPS=${LDM_ABSOLUTE_STEPS:-2600}
 # phase 2b continues the step count of 2a; its cosine schedule spans LDM_STEPS, and the shipped
 # run stopped (at its --max-minutes) at LDM_UNTIL_STEP
 LDM_STEPS=${LDM_STEPS:-7600}
-LDM_UNTIL_STEP=${LDM_UNTIL_STEP:-7600}
+LDM_UNTIL_STEP=${LDM_UNTIL_STEP:-7300}
 ALIGNMENT_STEPS=${ALIGNMENT_STEPS:-2500}
-WEIGHTS=${WEIGHTS:-models/weights/small-v1}
+WEIGHTS=${WEIGHTS:-models/weights/small-v2}
 
 common=(--config small --device "$DEVICE" --threads "$THREADS" --checkpoint-every-s 180)
 if [[ -n "${RESUME:-}" ]]; then common+=(--resume); fi

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alignment", default="runs/alignment", type=Path, help="alignment run (optional)"
     )
-    parser.add_argument("--weights", default="models/weights/small-v1", type=Path)
+    parser.add_argument("--weights", default="models/weights/small-v2", type=Path)
     parser.add_argument("--name", default=None, help="model name (default: the config's)")
     parser.add_argument("--version", default="1")
     parser.add_argument(
