@@ -324,7 +324,7 @@ class NowcastPipeline:
         sampler = make_sampler(config.diffusion, self.schedule, group[0].steps, group[0].eta)
         guidance = self._guidance(group, members)
         # a residual model diffuses future - last past latent; `origin` is what it is added to
-        origin = context[:, -1:] if config.diffusion.predict_residual else torch.zeros(())
+        origin = context[:, -1:] if config.diffusion.predict_residual else context.new_zeros(())
         x0_bounds = self._latent_bounds(origin)
         shape = (batch, config.frames_out, channels, latent_h, latent_w)
         sample = randn_rows(shape, generators, device)
@@ -337,11 +337,11 @@ class NowcastPipeline:
             mean_shift = None
             if guidance is not None:
                 # the alignment net reads noisy absolute latents: x_t + sqrt(alpha_prod_t) origin
-                noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * origin.to(device)
+                noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * origin
                 mean_shift = guidance.mean_shift(noisy, t, context, sampler.guidance_sigma(t))
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
-        sample = sample + origin.to(device)
+        sample = sample + origin
 
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
         decoded = self._map_codec(self.decoder, flat)
@@ -382,7 +382,6 @@ class NowcastPipeline:
         shape = (1, 1, len(config.latent_min), 1, 1)
         low = torch.tensor(config.latent_min, device=self.device).reshape(shape)
         high = torch.tensor(config.latent_max, device=self.device).reshape(shape)
-        origin = origin.to(self.device)
         return low - origin, high - origin
 
     def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
