@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     steps_s, steps_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
 
     ratio = model_s / steps_s
-    precision = str(pipeline.denoiser_dtype).removeprefix("torch.")
+    precision = pipeline.denoiser_precision
     print(
         f"model load:            {load_s:8.2f} s  ({args.weights}; denoiser {precision}, "
         f"decoder {pipeline.decoder_backend})"

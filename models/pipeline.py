@@ -199,6 +199,11 @@ class NowcastPipeline:
         return _backend_name(self.encoder, self.device)
 
     @property
+    def denoiser_precision(self) -> str:
+        """ "float32" or "bfloat16": the resolved compute dtype of the denoiser."""
+        return str(self.denoiser_dtype).removeprefix("torch.")
+
+    @property
     def decoder_backend(self) -> str:
         return _backend_name(self.decoder, self.device)
 

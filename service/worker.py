@@ -138,7 +138,7 @@ class Worker:
             self.metadata.version,
             self.model_dir,
             device,
-            str(self.pipeline.denoiser_dtype).removeprefix("torch."),
+            self.pipeline.denoiser_precision,
             self.pipeline.encoder_backend,
             self.pipeline.decoder_backend,
         )
