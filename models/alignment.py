@@ -9,7 +9,10 @@ embeddings, timestep MLP, per level one time-conditioned residual block shared b
 axial cuboid-attention steps, 2x2 patch merges; then mean pooling over h, w and a linear head
 applied to each future frame. Unlike the reference (which sees the noisy future only), with
 `use_context` the encoded past is concatenated along time with a context-marker channel, as in
-the denoiser.
+the denoiser. For a motion-aware model (`diffusion.extrapolation`) it sees what the denoiser
+sees: the diffused quantity (the scaled residual from the extrapolation latents, `models.residual`)
+and the extrapolation latents as extra channels, so the guidance gradient is taken directly with
+respect to the sampler's state.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from models.earthformer_unet import (
     TimestepMLP,
     check_latent_grid,
     context_marker,
+    with_extrapolation,
 )
 
 
@@ -51,7 +55,9 @@ class AlignmentNet(nn.Module):
         self.num_levels = len(cfg.depth)
         units = [cfg.base_units * 2**i for i in range(self.num_levels)]
         frames = config.frames_out + (config.frames_in if cfg.use_context else 0)
-        in_channels = self.latent_channels + (1 if cfg.use_context else 0)
+        self.extrapolation = config.diffusion.extrapolation
+        in_channels = self.latent_channels * (2 if self.extrapolation else 1)
+        in_channels += 1 if cfg.use_context else 0
         max_tokens = config.max_latent_px // cfg.patch_size
 
         self.patch_embed = PatchEmbed(in_channels, cfg.base_units, cfg.patch_size)
@@ -87,7 +93,11 @@ class AlignmentNet(nn.Module):
         return self.patch_size * 2 ** (self.num_levels - 1)
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        extrapolation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the clean future's mean rain rate per frame.
 
@@ -96,6 +106,8 @@ class AlignmentNet(nn.Module):
         sample (`(B, T_out, C, h, w)` float32): noisy future latents z_t.
         timestep (`(B,)` int64 or float): diffusion step of each batch member.
         context (`(B, T_in, C, h, w)` float32): encoded past frames; ignored unless `use_context`.
+        extrapolation (`(B, T_out, C, h, w)` float32): scaled extrapolation latents; required by
+            a motion-aware model, whose `sample` is the diffused residual.
 
         Returns
         -------
@@ -117,6 +129,8 @@ class AlignmentNet(nn.Module):
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)
 
+        if self.extrapolation:
+            context, sample = with_extrapolation(context, sample, extrapolation)
         x = context_marker(context, sample) if self.use_context else sample
         x = self.pos_embed(self.patch_embed(x))
         emb = self.time_embed(timestep)

@@ -84,6 +84,14 @@ class DiffusionConfig:
     # instead of the latents themselves: the denoiser then only has to model what moves,
     # grows or decays, and fine detail of the last frame is carried over exactly.
     predict_residual: bool = False
+    # Motion-aware PreDiff: the denoiser also sees the latents of the Lucas-Kanade extrapolation
+    # nowcast (`models.extrapolation`) of every lead, and the residual is taken from them instead
+    # of the last past latent (implies `predict_residual`). Advection comes from the
+    # extrapolation; the diffusion model learns growth, decay and their uncertainty.
+    extrapolation: bool = False
+    # per-lead std of the scaled residual latents in training; the residual is divided by it so
+    # that the diffused quantity has unit variance at every lead (None = 1 everywhere)
+    residual_scale: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,9 @@ SMALL = ModelConfig(
     name="small",
     frames_in=7,
     frames_out=12,
-    max_grid_px=512,
+    # the position tables are trained on 256 px crops only; larger grids would run on
+    # untrained entries (large composites are the job of tiling, not of larger tables)
+    max_grid_px=256,
     # sized for CPU: decoding 240 frames of 256 x 256 takes ~3 s of CPU time on one thread
     # (measured); 2 resnets per decoder level would take ~5 s
     vae=VAEConfig(
@@ -215,8 +225,8 @@ SMALL = ModelConfig(
         patch_size=4,
         norm_groups=8,
     ),
-    # residual: the denoiser models the change from the last past latent (see DiffusionConfig)
-    diffusion=DiffusionConfig(sampling_steps=10, predict_residual=True),
+    # motion-aware residual: the denoiser models the change from the extrapolation nowcast
+    diffusion=DiffusionConfig(sampling_steps=10, predict_residual=True, extrapolation=True),
 )
 
 TINY = ModelConfig(

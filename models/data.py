@@ -16,6 +16,12 @@ Frame intervals (the model is a 5-minute model):
   model sees that displacement in its 7 context frames, and that file is the only full day of
   varied weather we have; it is 126 of the 214 training windows.
 
+Events in a subfolder (`knmi_2021/`: 18 light-rain or dry KNMI evenings, which teach "dry stays
+dry") form one group named after the folder: window sampling draws every group equally often,
+so 18 short evenings count as one event, not as 18. Their composite has a radial
+non-meteorological streak at the eastern edge of coverage (`ARTEFACT_REGIONS`): it is read as
+missing coverage, so no training crop contains it.
+
 Split by event (`VALIDATION_EVENTS`): `mch_20150515` and `knmi_20100826` are held out; they hold
 4 of the 11 `BASELINES.md` evaluation cases (mch_20150515_1615/1750, knmi_20100826_0430/0605).
 """
@@ -40,6 +46,12 @@ MAX_SEQUENCE_INTERVAL_S = 600
 DRY_CROP_WEIGHT = 0.02
 WET_THRESHOLD_MM_H = 0.1
 TRANSIENT_GAP_FRACTION = 0.05
+# known non-meteorological artefacts, by file-name prefix: (rows, cols) read as missing coverage.
+# KNMI 2021 (data README): a radial streak at rows ~465-505, cols 580-699 in every run, and a
+# one-frame line at rows 606-612, cols 660-663; the box covers both with a margin.
+ARTEFACT_REGIONS: dict[str, tuple[slice, slice]] = {
+    "knmi_pcp_": (slice(455, 620), slice(570, 700)),
+}
 
 
 def sequence_frame_step(interval_s: int) -> int | None:
@@ -60,11 +72,17 @@ class RadarEvent:
     Parameters
     ----------
     path: a CF-NetCDF file with `precip(time, y, x)` [mm h-1] (MRMS: `(time, lat, lon)`).
+    group: the sampling group (default: the event's own name).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, group: str | None = None) -> None:
         self.path = Path(path)
         self.name = self.path.stem.removesuffix("_crop512")
+        self.group = group or self.name
+        self.artefact = next(
+            (region for prefix, region in ARTEFACT_REGIONS.items() if self.name.startswith(prefix)),
+            None,
+        )
         self._dataset = xr.open_dataset(self.path)  # lazy: values are read on indexing
         self._precip = self._dataset["precip"]
         self.interval_s = int(self._dataset.attrs["frame_interval_seconds"])
@@ -85,6 +103,8 @@ class RadarEvent:
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at `indices` as `(T, H, W)` float32 [mm h-1], NaN = no coverage."""
         values = np.asarray(self._precip.isel(time=list(indices)).values, dtype=np.float32)
+        if self.artefact is not None:
+            values[(slice(None), *self.artefact)] = np.nan
         if self.block > 1:
             t, rows, cols = values.shape
             b = self.block
@@ -105,11 +125,15 @@ class RadarEvent:
 
 
 def list_events(data_dir: str | Path = DEFAULT_DATA_DIR) -> list[RadarEvent]:
-    """Every `*.nc` event in `data_dir`, sorted by name."""
-    paths = sorted(Path(data_dir).glob("*.nc"))
+    """Every `*.nc` event in `data_dir` and its direct subfolders, sorted by name; an event in a
+    subfolder belongs to the group named after that folder."""
+    data_dir = Path(data_dir)
+    paths = sorted(data_dir.glob("*.nc")) + sorted(data_dir.glob("*/*.nc"))
     if not paths:
         raise FileNotFoundError(f"no *.nc radar files in {data_dir}; pass --data DIR")
-    return [RadarEvent(path) for path in paths]
+    return [
+        RadarEvent(path, None if path.parent == data_dir else path.parent.name) for path in paths
+    ]
 
 
 def split_events(
@@ -294,3 +318,36 @@ def sample_crop_sequences(
 def num_windows(sequence_length: int, window: int) -> int:
     """Windows of `window` consecutive frames (stride 1) in a sequence of `sequence_length`."""
     return max(0, sequence_length - window + 1)
+
+
+def sample_windows(
+    event: RadarEvent,
+    crop_px: int,
+    count: int,
+    rng: np.random.Generator,
+    window: int,
+) -> list[CropSequence]:
+    """`count` random windows of `window` consecutive sequence frames of `event`, each cut to a
+    random crop fully covered in all its frames (rain-weighted, `crop_candidates`) with a random
+    flip/rotation. A grid smaller than `crop_px` gives crops of its smaller side (rounded down to
+    a multiple of 8 px). Transient dropouts are filled over the whole event first. Windows
+    without a covered crop are skipped; [] when the event is too short.
+    """
+    indices = event.sequence_indices()
+    starts = num_windows(len(indices), window)
+    if starts == 0 or count <= 0:
+        return []
+    side = min(crop_px, *event.shape) // 8 * 8
+    frames = fill_transient_gaps(event.frames(indices))
+    windows = []
+    for _ in range(count):
+        start = int(rng.integers(starts))
+        part = frames[start : start + window]
+        corners, weights = crop_candidates(part, side)
+        if len(corners) == 0:
+            continue
+        row, col = (int(v) for v in corners[rng.choice(len(corners), p=weights)])
+        transform = int(rng.integers(8))
+        crop = part[:, row : row + side, col : col + side]
+        windows.append(CropSequence(event.name, (row, col), transform, dihedral(crop, transform)))
+    return windows

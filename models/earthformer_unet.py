@@ -223,6 +223,25 @@ def context_marker(context: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([context, sample], dim=1), marker], dim=2)
 
 
+def with_extrapolation(
+    context: torch.Tensor, sample: torch.Tensor, extrapolation: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs of a motion-aware network: the extrapolation latents as extra channels of the
+    future frames, zeros in their place on the context frames.
+
+    context (`(B, T_in, C, h, w)`), sample and extrapolation (`(B, T_out, C, h, w)`)
+    -> context `(B, T_in, 2C, h, w)`, sample `(B, T_out, 2C, h, w)`.
+    """
+    if extrapolation is None or extrapolation.shape != sample.shape:
+        raise ValueError(
+            "a motion-aware network needs the extrapolation latents, shaped as the sample"
+        )
+    return (
+        torch.cat([context, torch.zeros_like(context)], dim=2),
+        torch.cat([sample, extrapolation.to(sample.dtype)], dim=2),
+    )
+
+
 def check_latent_grid(height: int, width: int, factor: int, who: str) -> None:
     """Raise ValueError unless both latent sides are positive multiples of `factor`."""
     if height % factor or width % factor or height <= 0 or width <= 0:
@@ -260,7 +279,10 @@ class EarthformerUNet(nn.Module):
         max_tokens = config.max_latent_px // cfg.patch_size
         self.max_tokens = max_tokens
 
-        self.patch_embed = PatchEmbed(self.latent_channels + 1, cfg.base_units, cfg.patch_size)
+        # input channels per frame: latent, [extrapolation latent,] context marker
+        self.extrapolation = config.diffusion.extrapolation
+        in_channels = self.latent_channels * (2 if self.extrapolation else 1) + 1
+        self.patch_embed = PatchEmbed(in_channels, cfg.base_units, cfg.patch_size)
         self.pos_embed = PositionEmbedding(cfg.base_units, frames, max_tokens, max_tokens)
         self.time_embed = TimestepMLP(cfg.base_units)
         emb_channels = self.time_embed.out_channels
@@ -304,6 +326,7 @@ class EarthformerUNet(nn.Module):
         timestep: torch.Tensor,
         context: torch.Tensor,
         pos_offset: tuple[int, int] = (0, 0),
+        extrapolation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise of the future latents.
 
@@ -316,6 +339,9 @@ class EarthformerUNet(nn.Module):
             Offset (rows, cols) in tokens (latent pixels / patch_size) of this grid inside the
             position tables; (0, 0) at inference, random crops' offsets in training. At most
             `max_pos_offset(h, w)`.
+        extrapolation (`(B, T_out, C, h, w)` float32): scaled latents of the extrapolation
+            nowcast; required by a motion-aware model (`diffusion.extrapolation`), given to the
+            future frames as extra channels (zeros on the context frames).
 
         Returns
         -------
@@ -333,6 +359,8 @@ class EarthformerUNet(nn.Module):
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)
 
+        if self.extrapolation:
+            context, sample = with_extrapolation(context, sample, extrapolation)
         x = self.patch_embed(context_marker(context, sample))
         x = self.pos_embed(x, pos_offset)
         emb = self.time_embed(timestep)

@@ -2,13 +2,15 @@
 
 At each sampler step the transition mean of every ensemble member moves by
 
-    mean_shift = -lambda * sigma_t * grad_{z_t} || mean_T A(z_t, t, z_ctx) - target ||
+    mean_shift = -lambda * w_t * grad_{z_t} || mean_T A(z_t, t, z_ctx) - target ||
 
-where A is the alignment network (`models.alignment.AlignmentNet`: per-frame mean rain rate of
-the clean future, in units of `config.intensity_scale_mm_h`), sigma_t is the sampler's
-`guidance_sigma(t)` and the norm is taken PER MEMBER: the per-member distances are summed before
-differentiating, so member i's shift depends on member i alone (the reference takes one norm over
-the whole batch, which couples the members). A plug-in: the sampler is unchanged without it.
+where A is the alignment network (`models.alignment.AlignmentNet`: per-frame mean rain rate of the
+clean future, in units of `config.intensity_scale_mm_h`), w_t is the sampler's `guidance_weight(t)`
+(the weights of a trajectory add up to ~1 for any step count) and the norm is taken PER MEMBER: the
+per-member distances are summed before differentiating, so member i's shift depends on member i
+alone (the reference takes one norm over the whole batch, which couples the members). A plug-in: the
+sampler is unchanged without it.
+
 """
 
 from __future__ import annotations
@@ -52,10 +54,15 @@ class IntensityGuidance:
         return bool((self.scale > 0).any())
 
     def distance(
-        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        extrapolation: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """|mean_T A(sample, t, context) - target| per member, `(B,)`."""
-        predicted = self.alignment_net(sample, timestep, context).mean(dim=1)
+        """|mean_T A(sample, t, context[, extrapolation]) - target| per member, `(B,)`."""
+        inputs = (sample, timestep, context) + (() if extrapolation is None else (extrapolation,))
+        predicted = self.alignment_net(*inputs).mean(dim=1)
         return (predicted - self.target_norm.to(predicted.device)).abs()
 
     def mean_shift(
@@ -63,23 +70,27 @@ class IntensityGuidance:
         sample: torch.Tensor,
         t: int,
         context: torch.Tensor,
-        sigma_t: float,
+        weight: float,
+        extrapolation: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """The shift of the transition mean at step `t`.
 
         Parameters
         ----------
-        sample (`(B, T_out, C, h, w)`): current noisy latents z_t (scaled by `latent_scale`).
+        sample (`(B, T_out, C, h, w)`): what the alignment net reads at step t: the noisy
+            latents z_t (scaled by `latent_scale`), or for a motion-aware model the sampler's
+            state itself (the diffused residual).
         t: the current training step.
         context (`(B, T_in, C, h, w)`): encoded past latents.
-        sigma_t: the sampler's `guidance_sigma(t)`.
+        weight: the sampler's `guidance_weight(t)`.
+        extrapolation (`(B, T_out, C, h, w)` or None): extrapolation latents (motion-aware).
 
         Returns
         -------
         `(B, T_out, C, h, w)` shift, or None when no member is guided (lambda = 0 everywhere)
-        or sigma_t = 0.
+        or weight = 0.
         """
-        if not self.active or sigma_t == 0.0:
+        if not self.active or weight == 0.0:
             return None
         batch = sample.shape[0]
         if self.target_norm.numel() != batch:
@@ -88,10 +99,10 @@ class IntensityGuidance:
         with torch.enable_grad():
             z_t = sample.detach().requires_grad_(True)
             # sum of per-member norms: d(sum)/d(z_i) = d(norm_i)/d(z_i), members stay independent
-            total = self.distance(z_t, timestep, context.detach()).sum()
+            total = self.distance(z_t, timestep, context.detach(), extrapolation).sum()
             (gradient,) = torch.autograd.grad(total, z_t)
         scale = self.scale.to(device=sample.device, dtype=sample.dtype)
         scale = scale.expand(batch).reshape(-1, *([1] * (sample.ndim - 1)))
-        shift = -scale * sigma_t * gradient
+        shift = -scale * weight * gradient
         # members with lambda = 0 get exactly 0 (0 * non-finite gradient would give NaN)
         return torch.where(scale > 0, shift, torch.zeros_like(shift))

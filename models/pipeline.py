@@ -5,7 +5,10 @@
     latents --decoder--> frames --denormalise--> forecast (members, T_out, H, W) mm/h
 
 A residual model (`DiffusionConfig.predict_residual`) samples the change from the last context
-latent, which is added back before decoding.
+latent, which is added back before decoding. A motion-aware model (`DiffusionConfig.extrapolation`)
+first extrapolates the last frame along the Lucas-Kanade motion of the past frames
+(`models.extrapolation`), encodes that nowcast, conditions the denoiser on it and samples the
+per-lead scaled change from it (`models.residual`).
 
 The pipeline is the loop only: the math of a step is in `models.schedulers`, the intensity
 steering in `models.guidance`, the networks in their own modules. The encoder and decoder are
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
+from models.extrapolation import extrapolate
 from models.guidance import IntensityGuidance
 from models.metadata import (
     DECODER_ONNX_FILE,
@@ -33,6 +37,7 @@ from models.metadata import (
     verify_checksums,
 )
 from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
+from models.residual import ResidualMap
 from models.schedulers import Bounds, NoiseSchedule, make_sampler, randn_rows
 from models.units import denormalise_rain, normalise_rain
 
@@ -95,6 +100,8 @@ class _Prepared:
     request: ForecastRequest
     frames: torch.Tensor  # (T_in, 1, H, W) normalised rain rate, NaN -> 0
     missing: np.ndarray  # (H, W) bool, True where the last input frame is NaN
+    # (T_out, 1, H, W) normalised extrapolation nowcast (motion-aware models), else None
+    extrapolated: torch.Tensor | None
     steps: int
     eta: float
 
@@ -299,7 +306,13 @@ class NowcastPipeline:
         missing = np.isnan(past[-1])
         # the model sees no rain where there is no coverage; the output masks it again
         frames = normalise_rain(np.nan_to_num(past, nan=0.0), config.rain_max_mm_h)
-        return _Prepared(request, torch.from_numpy(frames)[:, None], missing, steps, eta)
+        extrapolated = None
+        if config.diffusion.extrapolation:
+            nowcast = extrapolate(past, config.frames_out).rain_mm_h
+            extrapolated = torch.from_numpy(normalise_rain(nowcast, config.rain_max_mm_h))[:, None]
+        return _Prepared(
+            request, torch.from_numpy(frames)[:, None], missing, extrapolated, steps, eta
+        )
 
     @torch.no_grad()
     def _run_group(self, group: list[_Prepared], progress: _Progress) -> list[np.ndarray]:
@@ -309,12 +322,20 @@ class NowcastPipeline:
         height, width = group[0].frames.shape[-2:]
         channels, latent_h, latent_w = config.latent_shape(height, width)
 
-        # encode every request's past once, then repeat it for its members
-        frames = torch.cat([item.frames for item in group]).to(device)
-        latents = self._map_codec(self.encoder, frames) * config.latent_scale
-        context = latents.reshape(len(group), config.frames_in, channels, latent_h, latent_w)
+        # encode every request's past (and extrapolation) once, then repeat it for its members
         repeats = torch.tensor(members, device=device)
-        context = context.repeat_interleave(repeats, dim=0)
+        context = self._encode(
+            [item.frames for item in group], config.frames_in, repeats, latent_h, latent_w
+        )
+        extrapolation = None
+        if config.diffusion.extrapolation:
+            extrapolation = self._encode(
+                [item.extrapolated for item in group],
+                config.frames_out,
+                repeats,
+                latent_h,
+                latent_w,
+            )
 
         # one generator per request, shared by its consecutive member rows
         generators = []
@@ -328,9 +349,9 @@ class NowcastPipeline:
 
         sampler = make_sampler(config.diffusion, self.schedule, group[0].steps, group[0].eta)
         guidance = self._guidance(group, members)
-        # a residual model diffuses future - last past latent; `origin` is what it is added to
-        origin = context[:, -1:] if config.diffusion.predict_residual else context.new_zeros(())
-        x0_bounds = self._latent_bounds(origin)
+        # what is diffused: the latents, or their (scaled) residual from an origin
+        residual = ResidualMap.for_config(config.diffusion, context, extrapolation)
+        x0_bounds = self._latent_bounds(residual)
         shape = (batch, config.frames_out, channels, latent_h, latent_w)
         sample = randn_rows(shape, generators, device)
         for t in sampler.timesteps:
@@ -338,15 +359,21 @@ class NowcastPipeline:
             with torch.autocast(
                 device.type, self.denoiser_dtype, enabled=self.denoiser_dtype != torch.float32
             ):
-                eps = self.denoiser(sample, timestep, context).float()
+                eps = self.denoiser(sample, timestep, context, extrapolation=extrapolation).float()
             mean_shift = None
             if guidance is not None:
-                # the alignment net reads noisy absolute latents: x_t + sqrt(alpha_prod_t) origin
-                noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * origin
-                mean_shift = guidance.mean_shift(noisy, t, context, sampler.guidance_sigma(t))
+                mean_shift = self._guidance_shift(
+                    guidance,
+                    sample,
+                    t,
+                    context,
+                    extrapolation,
+                    residual,
+                    sampler.guidance_weight(t),
+                )
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
-        sample = sample + origin
+        sample = residual.to_latents(sample)
 
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
         decoded = self._map_codec(self.decoder, flat)
@@ -361,6 +388,25 @@ class NowcastPipeline:
             part[:, :, item.missing] = np.nan
             outputs.append(part)
         return outputs
+
+    def _guidance_shift(
+        self,
+        guidance: IntensityGuidance,
+        sample: torch.Tensor,
+        t: int,
+        context: torch.Tensor,
+        extrapolation: torch.Tensor | None,
+        residual: ResidualMap,
+        weight: float,
+    ) -> torch.Tensor | None:
+        """The guidance mean shift of the sampler's state at step `t`."""
+        if extrapolation is not None:
+            # a motion-aware alignment net reads what the denoiser reads
+            return guidance.mean_shift(sample, t, context, weight, extrapolation)
+        # older nets read noisy absolute latents, x_t + sqrt(alpha_prod_t) origin (the same
+        # shift for both)
+        noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * residual.origin
+        return guidance.mean_shift(noisy, t, context, weight)
 
     def _guidance(self, group: list[_Prepared], members: list[int]) -> IntensityGuidance | None:
         """Guidance with a per-row target and lambda (0 for requests without a constraint)."""
@@ -378,16 +424,32 @@ class NowcastPipeline:
         guidance = IntensityGuidance(self.alignment, torch.tensor(targets), torch.tensor(scales))
         return guidance if guidance.active else None
 
-    def _latent_bounds(self, origin: torch.Tensor) -> Bounds | None:
-        """The sampler's clamp of its predicted clean sample: the model's latent range, less
-        `origin` for a residual model; None when the model has no range."""
+    def _encode(
+        self,
+        frames: list[torch.Tensor],
+        frames_per_item: int,
+        repeats: torch.Tensor,
+        latent_h: int,
+        latent_w: int,
+    ) -> torch.Tensor:
+        """Normalised frames `(T, 1, H, W)` of each request -> scaled latents
+        `(sum(repeats), T, C, h, w)`, each request's rows repeated for its members."""
+        flat = torch.cat(frames).to(self.device)
+        latents = self._map_codec(self.encoder, flat) * self.config.latent_scale
+        channels = latents.shape[1]
+        latents = latents.reshape(len(frames), frames_per_item, channels, latent_h, latent_w)
+        return latents.repeat_interleave(repeats, dim=0)
+
+    def _latent_bounds(self, residual: ResidualMap) -> Bounds | None:
+        """The sampler's clamp of its predicted clean sample: the model's latent range in the
+        diffused units (`ResidualMap.bounds`); None when the model has no range."""
         config = self.config
         if config.latent_min is None or config.latent_max is None:
             return None
         shape = (1, 1, len(config.latent_min), 1, 1)
         low = torch.tensor(config.latent_min, device=self.device).reshape(shape)
         high = torch.tensor(config.latent_max, device=self.device).reshape(shape)
-        return low - origin, high - origin
+        return residual.bounds(low, high)
 
     def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
         parts = torch.split(flat, max(self.codec_chunk, 1))

@@ -14,9 +14,10 @@ into `x_prev`. Both samplers below walk a sub-sequence of the training steps cho
 - `DDIMSampler` (Song et al. 2021, eq. 12): deterministic for eta = 0, ancestral-like for eta = 1.
 
 Every `step` accepts a `mean_shift` that is added to the transition mean before the noise is drawn
-(the knowledge-alignment guidance of `models.guidance` is one such shift); `guidance_sigma(t)` is
-the sigma_t that scales it. It also accepts `x0_bounds`: the predicted clean sample is clamped to
-them and the noise prediction made consistent with the clamped value (diffusers' `clip_sample`).
+(the knowledge-alignment guidance of `models.guidance` is one such shift); `guidance_weight(t)`
+scales it so that a whole trajectory's shifts add up alike for any step count. It also accepts
+`x0_bounds`: the predicted clean sample is clamped to them and the noise prediction made consistent
+with the clamped value (diffusers' `clip_sample`).
 
 Randomness comes only from the `torch.Generator`s passed in; see `randn_rows` for how one
 generator per request keeps a request's noise the same whether it is sampled alone or batched.
@@ -186,14 +187,21 @@ class _Sampler:
         beta_jump = 1.0 - alpha_prod_t / alpha_prod_prev
         return math.sqrt(max((1.0 - alpha_prod_prev) / (1.0 - alpha_prod_t) * beta_jump, 0.0))
 
-    def guidance_sigma(self, t: int) -> float:
-        """sigma_t that scales the guidance mean shift at step `t`.
+    def guidance_weight(self, t: int) -> float:
+        """The weight of the guidance mean shift at step `t`, independent of the step count.
 
-        This is the DDPM posterior std of the jump t -> prev_t for every sampler and every eta,
-        so deterministic DDIM (eta = 0, no noise drawn) is still steerable. It is 0 on the last
-        jump to the clean sample (alpha_prod_prev = 1), so a one-step sampler is not guided.
+        w_t = sqrt(alpha_prod_prev) * (sqrt(1 - alpha_prod_t) - sqrt(1 - alpha_prod_prev)).
+        A shift d of x_prev moves every later clean-sample prediction by d / sqrt(alpha_prod_prev),
+        so the shifts of a whole trajectory move the final sample by sum_k w_k / sqrt(a_prev_k)
+        = sqrt(1 - alpha_prod_T) - 0, about 1 for every step count: the same lambda steers 10
+        and 50 steps alike. (The DDPM posterior std used before grows with the jump, and so
+        steered ~3x differently at 10 and 50 steps.) The same for every sampler and eta, and
+        non-zero on the last jump, so a one-step sampler is guided too.
         """
-        return self.posterior_std(t)
+        alpha_prod_t, alpha_prod_prev = self._alpha_prods(t)
+        return math.sqrt(alpha_prod_prev) * (
+            math.sqrt(1.0 - alpha_prod_t) - math.sqrt(max(1.0 - alpha_prod_prev, 0.0))
+        )
 
     @staticmethod
     def _draw(

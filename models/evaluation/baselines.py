@@ -1,9 +1,9 @@
 """Baseline nowcasts with the settings of `shared/BASELINES.md`.
 
-Persistence needs nothing; Lucas-Kanade extrapolation, S-PROG and STEPS need pySTEPS (the optional
-`baselines` extra), imported only when such a method runs. Every method has the signature of
-`BaselineMethod` and returns `(M, n_leads, H, W)` float32 rain rate [mm h-1] with NaN (pixels
-advected in from outside the grid) set to 0 mm/h.
+Persistence needs nothing; Lucas-Kanade extrapolation, S-PROG and STEPS need pySTEPS (a core
+dependency, shared with `models.motion`), imported only when such a method runs. Every method has
+the signature of `BaselineMethod` and returns `(M, n_leads, H, W)` float32 rain rate [mm h-1] with
+NaN (pixels advected in from outside the grid) set to 0 mm/h.
 
 pySTEPS settings (protocol): the methods work in dBR with a 0.1 mm/h threshold and -15 dBR for
 no rain; motion is Lucas-Kanade on the 7 past dBR frames; S-PROG and STEPS use 6 cascade levels and
@@ -23,8 +23,14 @@ from typing import Protocol
 
 import numpy as np
 
-DBR_THRESHOLD_MM_H = 0.1
-DBR_ZERO_VALUE = -15.0
+from models.motion import (
+    DBR_THRESHOLD_MM_H,
+    from_dbr,
+    lucas_kanade_dbr,
+    pysteps_module,
+    to_dbr,
+)
+
 CASCADE_LEVELS = 6
 AR_ORDER = 2
 STEPS_MEMBERS = 20
@@ -70,38 +76,8 @@ def persistence(
 
 def _pysteps() -> object:
     if not pysteps_available():
-        raise ModuleNotFoundError(
-            "this baseline needs pySTEPS: pip install 'prediff-nowcast[baselines]'"
-        )
-    # pySTEPS prints its configuration path on import; keep the harness output clean
-    with contextlib.redirect_stdout(io.StringIO()):
-        import pysteps
-    return pysteps
-
-
-def _to_dbr(past_mm_h: np.ndarray) -> np.ndarray:
-    from pysteps.utils.transformation import dB_transform
-
-    rain = np.nan_to_num(np.asarray(past_mm_h, dtype=np.float64), nan=0.0)
-    dbr, _ = dB_transform(rain, threshold=DBR_THRESHOLD_MM_H, zerovalue=DBR_ZERO_VALUE)
-    return dbr
-
-
-def _to_mm_h(dbr: np.ndarray) -> np.ndarray:
-    from pysteps.utils.transformation import dB_transform
-
-    threshold_dbr = 10.0 * np.log10(DBR_THRESHOLD_MM_H)
-    rain, _ = dB_transform(dbr, threshold=threshold_dbr, inverse=True)
-    return np.nan_to_num(rain, nan=0.0).astype(np.float32)
-
-
-def lucas_kanade_motion(past_dbr: np.ndarray) -> np.ndarray:
-    """Advection field (`(2, H, W)`: x then y component, pixels per time step) from dBR frames.
-
-    past_dbr (`(T, H, W)` float): rain rate in dBR, oldest first.
-    """
-    pysteps = _pysteps()
-    return pysteps.motion.get_method("LK")(past_dbr)  # type: ignore[attr-defined]
+        raise ModuleNotFoundError("this baseline needs pySTEPS: pip install pysteps")
+    return pysteps_module()
 
 
 def extrapolation(
@@ -119,11 +95,11 @@ def extrapolation(
     (`(1, n_leads, H, W)` float32) [mm h-1]. The keyword arguments other than n_leads are unused.
     """
     pysteps = _pysteps()
-    past_dbr = _to_dbr(past_mm_h)
-    motion = lucas_kanade_motion(past_dbr)
+    past_dbr = to_dbr(past_mm_h)
+    motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("extrapolation")  # type: ignore[attr-defined]
     forecast_dbr = nowcast(past_dbr[-1], motion, n_leads)
-    return _to_mm_h(forecast_dbr)[None]
+    return from_dbr(forecast_dbr)[None]
 
 
 def sprog(
@@ -137,8 +113,8 @@ def sprog(
 ) -> np.ndarray:
     """S-PROG (6 cascade levels, AR(2)) on Lucas-Kanade motion; same contract as `extrapolation`."""
     pysteps = _pysteps()
-    past_dbr = _to_dbr(past_mm_h)
-    motion = lucas_kanade_motion(past_dbr)
+    past_dbr = to_dbr(past_mm_h)
+    motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("sprog")  # type: ignore[attr-defined]
     with contextlib.redirect_stdout(io.StringIO()):
         forecast_dbr = nowcast(
@@ -150,7 +126,7 @@ def sprog(
             ar_order=AR_ORDER,
             probmatching_method=SPROG_PROBABILITY_MATCHING,
         )
-    return _to_mm_h(forecast_dbr)[None]
+    return from_dbr(forecast_dbr)[None]
 
 
 def steps(
@@ -169,8 +145,8 @@ def steps(
     float32) [mm h-1].
     """
     pysteps = _pysteps()
-    past_dbr = _to_dbr(past_mm_h)
-    motion = lucas_kanade_motion(past_dbr)
+    past_dbr = to_dbr(past_mm_h)
+    motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("steps")  # type: ignore[attr-defined]
     with contextlib.redirect_stdout(io.StringIO()):
         forecast_dbr = nowcast(
@@ -189,7 +165,7 @@ def steps(
             ar_order=AR_ORDER,
             seed=seed,
         )
-    return _to_mm_h(forecast_dbr)
+    return from_dbr(forecast_dbr)
 
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {

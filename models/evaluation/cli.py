@@ -1,9 +1,10 @@
 """`nowcast evaluate`: score the model and the baselines on radar events (BASELINES.md protocol).
 
 Builds the protocol's cases from the given CF-NetCDF event files, runs every method on each case in
-the same process, prints one table per case and the mean over cases, and optionally writes the
-scores as JSON. `--alignment-report` adds the knowledge-alignment experiment: the model with the
-target mean rain rate set to the true future mean and to twice that, against no guidance.
+the same process, prints one table per case, the mean over cases and the per-lead CSI@1 and
+wet-pixel fractions, and optionally writes the scores as JSON. `--alignment-report` adds the
+knowledge-alignment experiment: the model with the target mean rain rate set to the true future
+mean and to twice that, against no guidance.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ import numpy as np
 
 from models.evaluation import baselines
 from models.evaluation.cases import CROP_PX, FRAMES_OUT, Case, NoCasesError, iter_cases
-from models.evaluation.report import format_alignment, format_table, json_number, mean_over_cases
-from models.evaluation.scoring import MEMBER_SUFFIX, score_forecast
+from models.evaluation.report import (
+    format_alignment,
+    format_per_lead,
+    format_table,
+    json_number,
+    mean_over_cases,
+    mean_per_lead_over_cases,
+)
+from models.evaluation.scoring import MEMBER_SUFFIX, per_lead_scores, score_forecast
 from models.metadata import DEFAULT_MODEL_DIR
 
 MODEL = "model"
@@ -242,7 +250,11 @@ def _evaluate_case(
     args: argparse.Namespace,
     rng: np.random.Generator,
 ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
-    """Score every method on one case: its JSON records and the model's forecast (if run)."""
+    """Score every method on one case: its JSON records and the model's forecast (if run).
+
+    The main record of a method (suffix "") also carries `"per_lead"`: `per_lead_scores` of the
+    forecast, for the acceptance bars that must hold at every lead.
+    """
     observed = case.future[:n_leads]
     records: list[dict[str, Any]] = []
     model_forecast = None
@@ -258,15 +270,20 @@ def _evaluate_case(
             forecast, runtime = _timed(forecaster, case.past, n_leads, args.members, args.seed)
         rows = score_forecast(forecast, observed, rng, case.pixel_size_km, not args.no_member_rows)
         for suffix, scores in rows.items():
-            records.append(
-                {
-                    "case": case.case_id,
-                    "method": method + suffix,
-                    "scores": scores,
-                    "runtime_s": runtime,
-                }
-            )
+            record = {
+                "case": case.case_id,
+                "method": method + suffix,
+                "scores": scores,
+                "runtime_s": runtime,
+            }
+            if suffix == "":
+                record["per_lead"] = per_lead_scores(forecast, observed)
+            records.append(record)
     return records, model_forecast
+
+
+def _json_lists(lists: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    return {name: [json_number(v) for v in values] for name, values in lists.items()}
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
@@ -324,6 +341,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     means = mean_over_cases(records)
     mean_rows = [(m, s, s["runtime_s"]) for m, s in means.items()]
     print(format_table(mean_rows, f"mean over {len(cases)} cases"))
+    means_per_lead = mean_per_lead_over_cases(records)
+    print("\n" + format_per_lead(means_per_lead, f"per lead, mean over {len(cases)} cases"))
     if alignment:
         print("\n" + format_alignment(alignment))
 
@@ -334,10 +353,13 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
                 "method": r["method"],
                 "scores": {k: json_number(v) for k, v in r["scores"].items()},
                 "runtime_s": r["runtime_s"],
+                # only on a method's main record, not on its `_member` row
+                **({"per_lead": _json_lists(r["per_lead"])} if "per_lead" in r else {}),
             }
             for r in records
         ],
         "mean": {m: {k: json_number(v) for k, v in s.items()} for m, s in means.items()},
+        "mean_per_lead": {m: _json_lists(lists) for m, lists in means_per_lead.items()},
         "settings": {
             "members": args.members,
             "steps": args.steps,

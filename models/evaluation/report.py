@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-from models.evaluation.scoring import SCORE_NAMES
+from models.evaluation.scoring import PER_LEAD_NAMES, SCORE_NAMES, WET_THRESHOLD_MM_H
 
 
 def format_score(value: float | None) -> str:
@@ -56,6 +57,45 @@ def mean_over_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, float]
             means[method][name] = float(finite.mean()) if finite.size else float("nan")
         means[method]["runtime_s"] = float(np.mean([r["runtime_s"] for r in rows]))
     return means
+
+
+def mean_per_lead_over_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """{method: {name: [mean over cases per lead]}} of the records that carry "per_lead".
+
+    Each case counts where its value is finite (nanmean); a lead with no finite value stays NaN.
+    Records without "per_lead" (the `_member` rows) are left out.
+    """
+    means: dict[str, dict[str, list[float]]] = {}
+    for method in dict.fromkeys(r["method"] for r in records if "per_lead" in r):
+        rows = [r["per_lead"] for r in records if r["method"] == method and "per_lead" in r]
+        means[method] = {}
+        for name in PER_LEAD_NAMES:
+            values = np.array([row[name] for row in rows], dtype=np.float64)  # (cases, leads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN leads stay NaN
+                means[method][name] = [float(v) for v in np.nanmean(values, axis=0)]
+    return means
+
+
+def format_per_lead(means: dict[str, dict[str, list[float]]], title: str) -> str:
+    """The per-lead table: CSI@1 per method, then forecast vs observed wet fraction per method.
+
+    means: `mean_per_lead_over_cases`'s output; columns are the leads 1..T.
+    """
+    csi_name, wet_name, observed_name = PER_LEAD_NAMES
+    n_leads = max((len(m[csi_name]) for m in means.values()), default=0)
+    label_width = max([len("  observed"), *(len(m) for m in means)])
+
+    def line(label: str, values: list[float]) -> str:
+        return label.ljust(label_width) + "".join(f"{format_score(v):>7}" for v in values)
+
+    header = line("lead", []) + "".join(f"{lead:>7}" for lead in range(1, n_leads + 1))
+    lines = [f"{title}: {csi_name} of the ensemble mean", header]
+    lines += [line(method, m[csi_name]) for method, m in means.items()]
+    lines += [f"fraction of pixels > {WET_THRESHOLD_MM_H:g} mm/h, forecast vs observed", header]
+    for method, m in means.items():
+        lines += [line(method, m[wet_name]), line("  observed", m[observed_name])]
+    return "\n".join(lines)
 
 
 def format_alignment(rows: list[dict[str, Any]]) -> str:

@@ -5,6 +5,9 @@ and then averaged over the leads (a lead where the score is 0/0 is skipped). An 
 by its mean for CSI/FSS/MAE and by its members for CRPS; its `_member` row averages the scores of
 each member. Rank-histogram flatness (ours, not in the baseline table) is computed from one
 histogram accumulated over all leads of a case.
+
+`per_lead_scores` keeps the leads apart instead, for the acceptance bars that must hold at every
+lead (CSI@1 of the ensemble mean, wet-pixel fraction of the forecast against the observed one).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SCORE_NAMES = (
     "rank_flatness",
 )
 MEMBER_SUFFIX = "_member"
+WET_THRESHOLD_MM_H = 1.0  # a wet pixel is strictly above this, as a CSI event
+PER_LEAD_NAMES = (f"CSI@{WET_THRESHOLD_MM_H:g}", "wet_fraction", "observed_wet_fraction")
 
 
 def _mean_over_leads(values: list[float]) -> float:
@@ -125,3 +130,44 @@ def score_forecast(
             }
         rows[MEMBER_SUFFIX] = {**member_mean, "CRPS": crps, "rank_flatness": flatness}
     return {suffix: {name: row[name] for name in SCORE_NAMES} for suffix, row in rows.items()}
+
+
+def per_lead_scores(members: np.ndarray, observed: np.ndarray) -> dict[str, list[float]]:
+    """CSI@1 of the ensemble mean and the wet-pixel fractions, one value per lead.
+
+    Parameters
+    ----------
+    members : (`(M, T, H, W)` float): the forecast, rain rate [mm h-1], members first (M = 1 for
+        a deterministic method); non-finite values count as 0.
+    observed : (`(T, H, W)` float): the observed future, rain rate [mm h-1]; non-finite pixels
+        (no coverage) are left out of every score.
+
+    Returns
+    -------
+    `{name: [value per lead]}` for each name of `PER_LEAD_NAMES`, each list of length T:
+    - "CSI@1": `metrics.csi` of the ensemble mean at 1 mm/h (NaN where 0/0, i.e. no event in
+      either field);
+    - "wet_fraction": fraction of pixels above 1 mm/h, averaged over the members;
+    - "observed_wet_fraction": the same for the observation.
+    The fractions are over the covered pixels so that both sides count the same pixels; they are
+    NaN at a lead without any.
+    """
+    if members.ndim != 4 or members.shape[1:] != observed.shape:
+        raise ValueError(
+            f"members {members.shape} must be (M, T, H, W) with (T, H, W) = {observed.shape}"
+        )
+    members = metrics.finite_or_zero(members)
+    observed = np.asarray(observed, dtype=np.float64)
+    ensemble_mean = members.mean(axis=0)
+    csi, wet, observed_wet = [], [], []
+    for lead in range(len(observed)):
+        covered = np.isfinite(observed[lead])
+        csi.append(metrics.csi(ensemble_mean[lead], observed[lead], WET_THRESHOLD_MM_H))
+        if covered.any():
+            # the mean over members of each member's fraction = the fraction of all member pixels
+            wet.append(float(np.mean(members[:, lead][:, covered] > WET_THRESHOLD_MM_H)))
+            observed_wet.append(float(np.mean(observed[lead][covered] > WET_THRESHOLD_MM_H)))
+        else:
+            wet.append(float("nan"))
+            observed_wet.append(float("nan"))
+    return dict(zip(PER_LEAD_NAMES, (csi, wet, observed_wet), strict=True))

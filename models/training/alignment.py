@@ -3,7 +3,10 @@
 Trains on the LDM run's latent cache (`--ldm runs/ldm`, its `latents.pt` and its
 `latent_scale`): for random windows and sub-crops, z_t ~ q(z_t | z_0) of the future latents at
 t ~ U{0..T-1}, and the target is each future frame's mean rain rate [mm h-1] over the sub-crop
-divided by `config.intensity_scale_mm_h` (exact, from the cache's 8x8 block means).
+divided by `config.intensity_scale_mm_h` (exact, from the cache's 8x8 block means). For a
+motion-aware LDM (`diffusion.extrapolation`) the noised quantity is what its sampler diffuses,
+the scaled residual from the extrapolation latents, and the net also reads those latents; it
+needs the LDM run's config (`residual_scale`) and cache, not its weights.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 from models.alignment import AlignmentNet
 from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
+from models.residual import ResidualMap
 from models.schedulers import NoiseSchedule
 from models.training.common import (
     EMA,
@@ -65,12 +69,22 @@ def alignment_loss(
     latents = batch.latents.to(device) * config.latent_scale
     context, future = latents[:, : config.frames_in], latents[:, config.frames_in :]
     target = batch.future_mean_mm_h.to(device) / config.intensity_scale_mm_h
+    inputs: tuple[torch.Tensor, ...] = ()
+    if config.diffusion.extrapolation:
+        # a motion-aware net reads the sampler's state: the diffused residual, and the
+        # extrapolation latents
+        if batch.extrapolation is None:
+            raise ValueError("a motion-aware model trains on a cache with extrapolations")
+        extrapolation = batch.extrapolation.to(device) * config.latent_scale
+        residual = ResidualMap.for_config(config.diffusion, context, extrapolation)
+        future, inputs = residual.to_diffused(future), (extrapolation,)
     count = latents.shape[0]
     timesteps = torch.randint(
         0, schedule.num_train_steps, (count,), generator=generator, device=device
     )
     noise = torch.randn(future.shape, generator=generator, device=device)
-    prediction = network(schedule.add_noise(future, noise, timesteps), timesteps, context)
+    noisy = schedule.add_noise(future, noise, timesteps)
+    prediction = network(noisy, timesteps, context, *inputs)
     loss = F.mse_loss(prediction, target)
     scale = config.intensity_scale_mm_h
     relative = (prediction - target).abs() * scale / (target * scale).clamp_min(0.1)

@@ -8,24 +8,30 @@ clamps to.
 Each step cuts random windows (7 context + 12 future frames) and random `crop_px / 8` latent
 sub-crops from the cache; the denoiser's position tables get a random `pos_offset` per batch so
 that every row and column of them is trained although the crops are smaller than the largest
-grid. With `diffusion.predict_residual` the diffused quantity is future - last context latent.
+grid. With `diffusion.predict_residual` the diffused quantity is future - last context latent;
+a motion-aware model (`diffusion.extrapolation`) trains on a window cache with the encoded
+extrapolation nowcasts (`latent_cache.build_window_cache`), diffuses the residual from them,
+divided by its per-lead std (`residual_scale`, measured on the cache when the run starts), and
+sees them as conditioning (`models.residual`).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model
+from safetensors.torch import load_file
 
 from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.data import list_events, split_events
 from models.earthformer_unet import EarthformerUNet
 from models.metadata import DENOISER_FILE, read_model_metadata
+from models.residual import ResidualMap
 from models.schedulers import NoiseSchedule
 from models.training.common import (
     EMA,
@@ -45,7 +51,13 @@ from models.training.common import (
     set_lr,
     stage_config,
 )
-from models.training.latent_cache import LatentCache, WindowSampler, build_latent_cache
+from models.training.latent_cache import (
+    LatentCache,
+    WindowBatch,
+    WindowSampler,
+    build_latent_cache,
+    build_window_cache,
+)
 from models.vae import FrameVAE
 
 DEFAULTS = {"steps": 3000, "batch_size": 4, "crop_px": 256, "lr": 5e-4}
@@ -70,6 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cache-crop-px", type=int, default=256, help="side of the encoded crops [px]"
+    )
+    parser.add_argument(
+        "--cache-windows",
+        type=int,
+        default=0,
+        help="build a window cache with extrapolation nowcasts instead of crop sequences: this "
+        "many windows per event group (a motion-aware model needs one); 0 = crop sequences",
+    )
+    parser.add_argument(
+        "--val-cache-windows", type=int, default=12, help="windows per held-out event group"
     )
     parser.add_argument("--ema-decay", type=float, default=None, help="default: the config's")
     parser.add_argument(
@@ -115,10 +137,18 @@ def prepare_caches(
     # a separate generator: the cache is a function of the seed, not of the training state
     rng = np.random.default_rng([args.seed, 1])
     t0 = time.monotonic()
-    train = build_latent_cache(vae, train_events, config, args.cache_crop_px, args.cache_crops, rng)
-    val = build_latent_cache(vae, val_events, config, args.cache_crop_px, args.val_cache_crops, rng)
+    if args.cache_windows:
+        px = args.cache_crop_px
+        train = build_window_cache(vae, train_events, config, px, args.cache_windows, rng)
+        val = build_window_cache(vae, val_events, config, px, args.val_cache_windows, rng)
+    elif config.diffusion.extrapolation:
+        raise ValueError("a motion-aware model (diffusion.extrapolation) needs --cache-windows N")
+    else:
+        crops, val_crops = args.cache_crops, args.val_cache_crops
+        train = build_latent_cache(vae, train_events, config, args.cache_crop_px, crops, rng)
+        val = build_latent_cache(vae, val_events, config, args.cache_crop_px, val_crops, rng)
     print(
-        f"ldm: encoded {len(train.latents)} training and {len(val.latents)} validation crop "
+        f"ldm: encoded {len(train.latents)} training and {len(val.latents)} validation "
         f"sequences in {time.monotonic() - t0:.0f} s"
     )
     train.save(path)
@@ -130,34 +160,42 @@ def prepare_caches(
 def diffusion_loss(
     denoiser: torch.nn.Module,
     schedule: NoiseSchedule,
-    latents: torch.Tensor,
-    frames_in: int,
+    batch: WindowBatch,
+    config: ModelConfig,
     generator: torch.Generator,
     pos_offset: tuple[int, int] = (0, 0),
     min_snr_gamma: float | None = None,
-    predict_residual: bool = False,
 ) -> torch.Tensor:
     """eps-MSE of one batch, optionally Min-SNR weighted.
 
-    latents (`(B, T_in + T_out, C, h, w)` float32): scaled clean latents z_0 (context first).
-    predict_residual: diffuse future - last context latent (`DiffusionConfig.predict_residual`).
+    batch: unscaled latents `(B, T_in + T_out, C, h, w)` (context first) and, for a
+        motion-aware model, the extrapolation latents `(B, T_out, C, h, w)`; both are scaled
+        by `config.latent_scale` here. What is diffused follows `models.residual.ResidualMap`.
     min_snr_gamma: weight each sample's eps-MSE by min(SNR_t, gamma) / SNR_t, SNR_t =
         alpha_prod_t / (1 - alpha_prod_t) (Hang et al. 2023, "Min-SNR weighting"). It damps
         the large, mostly irreducible loss of the nearly clean steps, which otherwise dominates
         the gradient, in favour of the noisy steps where the context decides the forecast.
         None = plain eps-MSE (used for the validation loss).
     """
-    context, future = latents[:, :frames_in], latents[:, frames_in:]
-    if predict_residual:
-        future = future - context[:, -1:]
-    batch = latents.shape[0]
-    device = latents.device
+    device = next(denoiser.parameters()).device
+    latents = batch.latents.to(device) * config.latent_scale
+    context, future = latents[:, : config.frames_in], latents[:, config.frames_in :]
+    extrapolation = None
+    if config.diffusion.extrapolation:
+        if batch.extrapolation is None:
+            raise ValueError("a motion-aware model trains on a cache with extrapolations")
+        extrapolation = batch.extrapolation.to(device) * config.latent_scale
+    residual = ResidualMap.for_config(config.diffusion, context, extrapolation)
+    future = residual.to_diffused(future)
+    size = latents.shape[0]
     timesteps = torch.randint(
-        0, schedule.num_train_steps, (batch,), generator=generator, device=device
+        0, schedule.num_train_steps, (size,), generator=generator, device=device
     )
     noise = torch.randn(future.shape, generator=generator, device=device)
     noisy = schedule.add_noise(future, noise, timesteps)
-    prediction = denoiser(noisy, timesteps, context, pos_offset=pos_offset)
+    prediction = denoiser(
+        noisy, timesteps, context, pos_offset=pos_offset, extrapolation=extrapolation
+    )
     if min_snr_gamma is None:
         return F.mse_loss(prediction, noise)
     per_sample = ((prediction - noise) ** 2).flatten(1).mean(dim=1)
@@ -165,6 +203,19 @@ def diffusion_loss(
     snr = alpha_prod / (1.0 - alpha_prod)
     weights = torch.clamp(snr, max=min_snr_gamma) / snr
     return (weights * per_sample).mean()
+
+
+def residual_scale(cache: LatentCache, config: ModelConfig) -> tuple[float, ...]:
+    """Per-lead std of the scaled residual (future - extrapolation latents) over the cache."""
+    residuals = torch.stack(
+        [
+            (z[config.frames_in :] - e) * config.latent_scale
+            for z, e in zip(cache.latents, cache.extrapolations or [], strict=True)
+        ]
+    )
+    if residuals.numel() == 0:
+        raise ValueError("the cache has no extrapolations to measure the residual scale on")
+    return tuple(residuals.transpose(0, 1).flatten(1).std(dim=1).tolist())
 
 
 def validation_loss(
@@ -185,18 +236,39 @@ def validation_loss(
     with evaluating(denoiser):
         for _ in range(VALIDATION_BATCHES):
             batch = sampler.batch(batch_size, latent_px, rng)
-            latents = batch.latents.to(device) * config.latent_scale
-            losses.append(
-                diffusion_loss(
-                    denoiser,
-                    schedule,
-                    latents,
-                    config.frames_in,
-                    generator,
-                    predict_residual=config.diffusion.predict_residual,
-                ).item()
-            )
+            losses.append(diffusion_loss(denoiser, schedule, batch, config, generator).item())
     return float(np.mean(losses))
+
+
+def warm_start(denoiser: EarthformerUNet, path: Path, device: torch.device) -> None:
+    """Load a model folder's denoiser weights into `denoiser`, adapting what a motion-aware or
+    smaller-grid variant of the same architecture changes:
+
+    - the patch embedding's extrapolation input channels start at zero (the network starts as
+      the old one, and learns to use them);
+    - position tables keep their first rows, relative-bias tables their central offsets.
+    Any other difference raises.
+    """
+    old = load_file(str(path), device=str(device))
+    state = denoiser.state_dict()
+    channels = denoiser.latent_channels
+    for name, target in state.items():
+        source = old[name]
+        if source.shape == target.shape:
+            state[name] = source
+        elif name == "patch_embed.proj.weight" and source.shape[1] == channels + 1:
+            adapted = torch.zeros_like(target)
+            adapted[:, :channels] = source[:, :channels]
+            adapted[:, -1] = source[:, -1]  # the context marker stays the last channel
+            state[name] = adapted
+        elif name.startswith("pos_embed.") and source.shape[0] >= target.shape[0]:
+            state[name] = source[: target.shape[0]]
+        elif name.endswith("relative_bias") and source.shape[0] >= target.shape[0]:
+            start = (source.shape[0] - target.shape[0]) // 2
+            state[name] = source[start : start + target.shape[0]]
+        else:
+            raise ValueError(f"cannot warm-start {name}: {tuple(source.shape)} -> {target.shape}")
+    denoiser.load_state_dict(state)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -226,6 +298,10 @@ def train(args: argparse.Namespace) -> int:
     config = base_config
     if state is None and warm is None:
         config = base_config.replace(latent_scale=1.0 / cache.latent_std())
+    if config.diffusion.extrapolation and config.diffusion.residual_scale is None:
+        scale = residual_scale(cache, config)
+        config = config.replace(diffusion=replace(config.diffusion, residual_scale=scale))
+        print("ldm: residual std per lead " + " ".join(f"{v:.3f}" for v in scale))
     if config.latent_min is None:  # also for runs and models from before the range existed
         low, high = cache.channel_range(LATENT_RANGE_TAIL)
         config = config.replace(
@@ -250,7 +326,7 @@ def train(args: argparse.Namespace) -> int:
     elif warm is not None:
         # approximate resume from a model folder: its EMA weights start both the weights and
         # the EMA; Adam's moments and the RNG streams start afresh
-        load_model(denoiser, str(Path(args.init_from) / DENOISER_FILE), device=str(device))
+        warm_start(denoiser, Path(args.init_from) / DENOISER_FILE, device)
         ema = EMA(denoiser, args.ema_decay or config.diffusion.ema_decay)
         ema.updates = 1000  # past the warm-up: keep the averaged weights' inertia
         start_step = int(warm.training.get("ldm", {}).get("steps", 0))
@@ -295,17 +371,15 @@ def train(args: argparse.Namespace) -> int:
         lr = cosine_lr(step, steps, base_lr, WARMUP_STEPS)
         set_lr(optimiser, lr)
         batch = sampler.batch(batch_size, latent_px, rng)
-        latents = batch.latents.to(device) * config.latent_scale
         pos_offset = (int(rng.integers(max_row + 1)), int(rng.integers(max_col + 1)))
         loss = diffusion_loss(
             denoiser,
             schedule,
-            latents,
-            config.frames_in,
+            batch,
+            config,
             generator,
             pos_offset,
             args.min_snr_gamma if args.min_snr_gamma > 0 else None,
-            config.diffusion.predict_residual,
         )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

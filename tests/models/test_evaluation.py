@@ -1,6 +1,7 @@
 """The evaluation harness against shared/BASELINES.md: cases, crops, baselines and the CLI.
 
-Reads the real radar events in `../shared/data/radar` (beside the repository, as in CI).
+Reads the real radar events in `../shared/data/radar` (beside the repository, as in CI); the tests
+that need them skip where that folder is missing, the others run on synthetic arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.data import DEFAULT_DATA_DIR
 from models.evaluation import baselines, cli
 from models.evaluation.cases import (
     NoCasesError,
@@ -22,12 +24,13 @@ from models.evaluation.cases import (
     select_crop,
     source_of,
 )
-from models.evaluation.scoring import SCORE_NAMES, score_forecast
+from models.evaluation.report import format_per_lead, mean_per_lead_over_cases
+from models.evaluation.scoring import PER_LEAD_NAMES, SCORE_NAMES, per_lead_scores, score_forecast
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RADAR = SHARED / "data" / "radar"
-BASELINES_MD = SHARED / "BASELINES.md"
+RADAR = DEFAULT_DATA_DIR  # <shared>/data/radar
+BASELINES_MD = RADAR.parents[1] / "BASELINES.md"
 TABLE_SCORES = SCORE_NAMES[:7]  # the baseline table's columns before runtime
+needs_data = pytest.mark.skipif(not RADAR.is_dir(), reason="shared radar data not present")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,7 @@ def _assert_row_close(scores: dict[str, float], expected: dict[str, float], tol:
         assert scores[name] == pytest.approx(expected[name], abs=tol), name
 
 
+@needs_data
 def test_case_ids_reproduce_baselines(baseline_rows: dict) -> None:
     cases = build_cases(sorted(glob.glob(str(RADAR / "*.nc"))))
     ids = [c.case_id for c in cases]
@@ -64,6 +68,7 @@ def test_case_ids_reproduce_baselines(baseline_rows: dict) -> None:
         assert np.isfinite(case.past).all() and np.isfinite(case.future).all()
 
 
+@needs_data
 @pytest.mark.parametrize(
     ("file_name", "wanted_id"),
     [
@@ -80,6 +85,7 @@ def test_persistence_reproduces_baseline_row(
     _assert_row_close(scores[""], baseline_rows[(wanted_id, "persistence")], tol=0.005)
 
 
+@needs_data
 def test_pysteps_baselines_reproduce_rows(baseline_rows: dict) -> None:
     pytest.importorskip("pysteps")
     pytest.importorskip("cv2")
@@ -141,11 +147,13 @@ def test_case_naming() -> None:
     assert case_id("knmi", np.datetime64("2010-08-26T04:30")) == "knmi_20100826_0430"
 
 
+@needs_data
 def test_other_intervals_have_no_cases() -> None:
     with pytest.raises(NoCasesError, match="120 s"):
         next(iter_cases(RADAR / "mrms_20190610_crop512.nc"))
 
 
+@needs_data
 def test_evaluate_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "scores.json"
     argv = [
@@ -191,8 +199,97 @@ def test_evaluate_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -
     assert set(document["mean"]) == set(methods)
     assert document["mean"]["model"]["runtime_s"] == pytest.approx(by_method["model"]["runtime_s"])
 
+    # per-lead lists on the main records only; with one case their mean is the case's lists
+    n_leads = document["settings"]["n_leads"]
+    assert "per_lead" not in by_method["model_member"]
+    assert set(document["mean_per_lead"]) == {"model", "persistence"}
+    for method in ("model", "persistence"):
+        per_lead = by_method[method]["per_lead"]
+        assert set(per_lead) == set(PER_LEAD_NAMES)
+        assert all(len(values) == n_leads for values in per_lead.values())
+        assert document["mean_per_lead"][method] == per_lead
+        csi = [v for v in per_lead["CSI@1"] if v is not None]
+        assert by_method[method]["scores"]["CSI@1"] == pytest.approx(np.mean(csi))
+        for name in ("wet_fraction", "observed_wet_fraction"):
+            assert all(0.0 <= v <= 1.0 for v in per_lead[name])
+    model_wet, persistence_wet = (
+        by_method[m]["per_lead"]["observed_wet_fraction"] for m in ("model", "persistence")
+    )
+    assert model_wet == persistence_wet  # both see the same future
+    assert "per lead, mean over 1 cases: CSI@1" in printed
+
 
 def test_evaluate_cli_rejects_unknown_method(capsys) -> None:
     argv = ["--data", str(RADAR / "mch_20150515.nc"), "--methods", "persistence,magic"]
     assert cli.main(argv) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def _ensemble_hit_miss_dry() -> tuple[np.ndarray, np.ndarray]:
+    """A 2-member, 3-lead, 2x2 forecast: lead 1 a hit, lead 2 a miss, lead 3 dry everywhere."""
+    observed = np.zeros((3, 2, 2))
+    observed[0, 0, 0] = 2.0
+    observed[1, 1, 1] = 3.0
+    members = np.zeros((2, 3, 2, 2))
+    members[:, 0, 0, 0] = 2.0  # both members hit the one wet pixel: CSI 1
+    # lead 2: member 0 is wet where the observation is dry, member 1 is NaN (dry) where it is wet;
+    # their mean 1.5 at [0, 0] is a false alarm and [1, 1] a miss: CSI 0
+    members[0, 1, 0, 0] = 3.0
+    members[1, 1, 1, 1] = np.nan
+    return members, observed
+
+
+def test_per_lead_scores_by_hand() -> None:
+    members, observed = _ensemble_hit_miss_dry()
+    scores = per_lead_scores(members, observed)
+    assert list(scores) == list(PER_LEAD_NAMES)
+    csi = scores["CSI@1"]
+    assert csi[:2] == [1.0, 0.0] and np.isnan(csi[2])  # no event in either field: 0/0
+    # members' wet pixels: lead 1 1/4 and 1/4, lead 2 1/4 and 0/4 (NaN counts as dry)
+    assert scores["wet_fraction"] == [0.25, 0.125, 0.0]
+    assert scores["observed_wet_fraction"] == [0.25, 0.25, 0.0]
+
+
+def test_per_lead_scores_threshold_and_coverage() -> None:
+    observed = np.array([[[1.0, 1.5], [np.nan, 0.0]]])  # 1 mm/h itself is not wet
+    members = np.array([[[[1.0, 1.5], [5.0, 0.0]]]])  # wet under the uncovered pixel: left out
+    scores = per_lead_scores(members, observed)
+    assert scores == {"CSI@1": [1.0], "wet_fraction": [1 / 3], "observed_wet_fraction": [1 / 3]}
+    nothing_covered = per_lead_scores(members, np.full_like(observed, np.nan))
+    assert np.isnan(nothing_covered["wet_fraction"][0])
+    with pytest.raises(ValueError, match="must be"):
+        per_lead_scores(members[0], observed)
+
+
+def test_per_lead_csi_averages_to_protocol_score() -> None:
+    rng = np.random.default_rng(3)
+    observed = np.maximum(rng.gamma(0.5, 2.0, size=(4, 16, 16)) - 0.5, 0)
+    members = np.maximum(rng.gamma(0.5, 2.0, size=(3, 4, 16, 16)) - 0.5, 0)
+    csi = per_lead_scores(members, observed)["CSI@1"]
+    scores = score_forecast(members, observed, rng, member_row=False)[""]
+    assert np.mean(csi) == pytest.approx(scores["CSI@1"])
+
+
+def test_mean_per_lead_over_cases_and_table() -> None:
+    nan = float("nan")
+    records = [
+        {"method": "model", "per_lead": {n: [0.2, nan] for n in PER_LEAD_NAMES}},
+        {"method": "model_member"},  # no per-lead lists: left out
+        {"method": "model", "per_lead": {n: [0.4, nan] for n in PER_LEAD_NAMES}},
+        {"method": "persistence", "per_lead": {n: [nan, 0.5] for n in PER_LEAD_NAMES}},
+    ]
+    means = mean_per_lead_over_cases(records)
+    assert list(means) == ["model", "persistence"]
+    assert means["model"]["CSI@1"][0] == pytest.approx(0.3) and np.isnan(means["model"]["CSI@1"][1])
+    assert np.isnan(means["persistence"]["wet_fraction"][0])
+    assert means["persistence"]["wet_fraction"][1] == 0.5
+
+    lines = format_per_lead(means, "per lead").splitlines()
+    assert lines[0] == "per lead: CSI@1 of the ensemble mean"
+    assert lines[1].split() == ["lead", "1", "2"]
+    assert lines[2].split() == ["model", "0.300", "-"]
+    assert lines[3].split() == ["persistence", "-", "0.500"]
+    assert lines[4] == "fraction of pixels > 1 mm/h, forecast vs observed"
+    labels = [line.split()[0] for line in lines[6:]]
+    assert labels == ["model", "observed", "persistence", "observed"]
+    assert len({len(line) for line in lines[1:4] + lines[5:]}) == 1  # aligned columns

@@ -88,7 +88,7 @@ def _sample(
             eps = math.sqrt(1.0 - schedule.alpha_prod(t)) * sample
             shift = None
             if guidance is not None:
-                shift = guidance.mean_shift(sample, t, context, sampler.guidance_sigma(t))
+                shift = guidance.mean_shift(sample, t, context, sampler.guidance_weight(t))
             sample = sampler.step(eps, t, sample, generator, mean_shift=shift)
     return sample
 
@@ -113,7 +113,8 @@ def test_guidance_moves_samples_toward_target_monotonically(
     context = _context(members, torch.Generator().manual_seed(5))
     target = torch.full((members,), TARGET)
     distances, true_means = [], []
-    for scale in (0.0, 10.0, 30.0):
+    # the weights of a 10-step trajectory add up to ~0.83 (the posterior stds used before: 5.3)
+    for scale in (0.0, 60.0, 200.0):
         guidance = IntensityGuidance(trained_alignment, target, scale)
         sample = _sample(schedule, guidance, context)
         predicted = _predicted(trained_alignment, sample, context)
@@ -148,12 +149,12 @@ def test_members_do_not_couple(trained_alignment: AlignmentNet) -> None:
     context = _context(4, generator)
     targets = torch.tensor([0.1, 0.9, -0.5, 0.3])
     guidance = IntensityGuidance(trained_alignment, targets, 40.0)
-    batched = guidance.mean_shift(sample, 400, context, sigma_t=0.5)
+    batched = guidance.mean_shift(sample, 400, context, weight=0.5)
     for row in range(4):
         alone = IntensityGuidance(trained_alignment, targets[row : row + 1], 40.0)
         single = alone.mean_shift(sample[row : row + 1], 400, context[row : row + 1], 0.5)
         torch.testing.assert_close(batched[row : row + 1], single, rtol=1e-4, atol=1e-7)
-    # the shift is -lambda * sigma * grad |A - target|: it points along -sign(A - target) grad A
+    # the shift is -lambda * w * grad |A - target|: it points along -sign(A - target) grad A
     assert batched.abs().sum() > 0
 
 

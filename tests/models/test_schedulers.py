@@ -168,17 +168,23 @@ def test_mean_shift_moves_the_mean_only(schedule: NoiseSchedule) -> None:
     torch.testing.assert_close(shifted - plain, shift)
 
 
-def test_guidance_sigma_is_posterior_std_for_any_eta(schedule: NoiseSchedule) -> None:
-    deterministic = DDIMSampler(schedule, num_steps=10, eta=0.0)
-    ancestral = DDPMSampler(schedule, num_steps=10)
-    for t in deterministic.timesteps[:-1]:
-        prev = deterministic.prev_timestep(t)
-        a_t, a_prev = schedule.alpha_prod(t), schedule.alpha_prod(prev)
-        expected = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        assert deterministic.guidance_sigma(t) == pytest.approx(expected)
-        assert ancestral.guidance_sigma(t) == pytest.approx(expected)
-        assert expected > 0
-    assert deterministic.guidance_sigma(deterministic.timesteps[-1]) == 0.0
+def test_guidance_weights_add_up_alike_for_any_step_count(schedule: NoiseSchedule) -> None:
+    # a shift d of x_prev moves the final sample by d / sqrt(alpha_prod_prev): the weights so
+    # divided must sum to the same total whatever the number of steps
+    totals = []
+    for steps in (1, 4, 10, 50):
+        sampler = DDIMSampler(schedule, num_steps=steps, eta=0.0)
+        total = 0.0
+        for t in sampler.timesteps:
+            prev = sampler.prev_timestep(t)
+            a_prev = schedule.alpha_prod(prev)
+            weight = sampler.guidance_weight(t)
+            assert weight > 0
+            assert DDPMSampler(schedule, num_steps=steps).guidance_weight(t) == weight
+            total += weight / math.sqrt(a_prev)
+        totals.append(total)
+    expected = math.sqrt(1 - schedule.alpha_prod(schedule.num_train_steps - 1))
+    assert totals == pytest.approx([expected] * 4, rel=1e-6)
 
 
 def test_per_row_generators_batch_like_alone() -> None:

@@ -215,3 +215,38 @@ def test_residual_loss_diffuses_the_change_from_the_last_context_latent():
 
     assert loss(latents, True) == pytest.approx(float(loss(changes, False)), rel=1e-6)
     assert loss(latents, True) != pytest.approx(float(loss(latents, False)), rel=1e-3)
+
+
+def test_motion_aware_ldm_trains_on_a_window_cache_with_extrapolations(runs, data_dir, tmp_path):
+    out = tmp_path / "ldm-motion"
+    argv = [
+        "ldm", *_common(data_dir, out, 2), "--vae", str(runs["vae"]), "--cache-windows", "3",
+        "--val-cache-windows", "1", "--cache-crop-px", "48",
+        "--set", "diffusion.extrapolation=true",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    state = load_checkpoint(out)
+    config = state["config"]
+    cache = LatentCache.load(out / "latents.pt")
+    assert cache.extrapolations is not None
+    assert len(cache.extrapolations) == len(cache.latents) == 3
+    for latents, extrapolation in zip(cache.latents, cache.extrapolations, strict=True):
+        assert latents.shape[0] == TINY.frames_in + TINY.frames_out
+        assert extrapolation.shape == (TINY.frames_out, *latents.shape[1:])
+        assert latents.shape[-1] == 48 // 8  # the whole window crop, sub-cropped per batch
+    # the residual's std per lead, measured on the cache, makes it unit variance per lead
+    scale = torch.tensor(config["diffusion"]["residual_scale"])
+    residual = torch.stack(
+        [
+            (z[TINY.frames_in :] - e) * config["latent_scale"]
+            for z, e in zip(cache.latents, cache.extrapolations, strict=True)
+        ]
+    )
+    normalised = residual / scale.reshape(1, -1, 1, 1, 1)
+    std = normalised.transpose(0, 1).flatten(1).std(dim=1)
+    torch.testing.assert_close(std, torch.ones_like(std), rtol=1e-4, atol=1e-4)
+    assert state["denoiser"]["patch_embed.proj.weight"].shape[1] == 2 * TINY.vae.latent_channels + 1
+    sampler = WindowSampler(cache, TINY.frames_in, TINY.frames_out)
+    batch = sampler.batch(2, 4, np.random.default_rng(0))
+    assert batch.extrapolation is not None
+    assert batch.extrapolation.shape == (2, TINY.frames_out, TINY.vae.latent_channels, 4, 4)
