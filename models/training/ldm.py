@@ -207,15 +207,17 @@ def diffusion_loss(
 
 def residual_scale(cache: LatentCache, config: ModelConfig) -> tuple[float, ...]:
     """Per-lead std of the scaled residual (future - extrapolation latents) over the cache."""
-    residuals = torch.stack(
-        [
-            (z[config.frames_in :] - e) * config.latent_scale
-            for z, e in zip(cache.latents, cache.extrapolations or [], strict=True)
-        ]
-    )
-    if residuals.numel() == 0:
+    if not cache.extrapolations:
         raise ValueError("the cache has no extrapolations to measure the residual scale on")
-    return tuple(residuals.transpose(0, 1).flatten(1).std(dim=1).tolist())
+    # windows of different sizes (small grids give smaller crops): flatten each lead
+    residuals = torch.cat(
+        [
+            ((z[config.frames_in :] - e) * config.latent_scale).flatten(1)
+            for z, e in zip(cache.latents, cache.extrapolations, strict=True)
+        ],
+        dim=1,
+    )
+    return tuple(residuals.std(dim=1).tolist())
 
 
 def validation_loss(
