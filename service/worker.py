@@ -7,9 +7,13 @@ and store it. Jobs run in the worker's own process (no fork: CUDA does not survi
 
 While jobs are in hand a heartbeat thread renews their leases and the worker's heartbeat; the
 sampler callback writes progress (at most every `progress_interval_s`) and checks cancellation
-flags after every step. On SIGTERM the worker takes no new work and finishes the jobs in hand if
-that takes less than `worker_drain_s`; otherwise, or on a second SIGTERM, it releases them back to
-the queue. Outcomes go through `handle_success` / `handle_failure` / `handle_dismissed`.
+flags after every step. A job whose lease could not be renewed (another worker reclaimed it after
+the lease ran out) is dropped at the next step: this worker neither stores its result nor settles
+it. A worker started before its store answers waits for it (capped exponential backoff).
+
+On SIGTERM the worker takes no new work and finishes the jobs in hand if that takes less than
+`worker_drain_s`; otherwise, or on a second SIGTERM, it releases them back to the queue.
+Outcomes go through `handle_success` / `handle_failure` / `handle_dismissed`.
 
 This module imports torch only inside `Worker.load`, so the API process can import it.
 """
@@ -35,10 +39,14 @@ from service.log import configure_logging
 from service.netcdf_io import RadarInput, RadarInputError, read_radar_netcdf, write_forecast_netcdf
 from service.queue.constants import HIST_BATCH_SIZE, HIST_QUEUE_WAIT_S, HIST_RUN_S
 from service.queue.jobs import Job
-from service.queue.store import Delivery, JobStore, create_store
+from service.queue.store import Delivery, JobStore, StoreUnavailableError, create_store
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+# waits between tries to reach the job store at start [s]: doubling from the first to the cap
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 15.0
 
 
 class _Cancelled(Exception):
@@ -51,6 +59,15 @@ class _Cancelled(Exception):
 
 class _Released(Exception):
     """Raised from the sampler callback: shutting down, give the jobs back."""
+
+
+class _Lost(Exception):
+    """Raised from the sampler callback: another worker took these jobs over (our lease ran
+    out); they are its jobs now."""
+
+    def __init__(self, job_ids: set[str]) -> None:
+        super().__init__(f"lost: {sorted(job_ids)}")
+        self.job_ids = job_ids
 
 
 @dataclass
@@ -101,6 +118,7 @@ class Worker:
         self._stop: threading.Event | None = None  # set by `run`
         self._in_hand: list[Delivery] = []
         self._in_hand_lock = threading.Lock()
+        self._lost: set[str] = set()  # message ids of deliveries another consumer took over
         self._stop_seen_at: float | None = None
         self._release_now = threading.Event()
         self._beat_stop = threading.Event()
@@ -149,6 +167,9 @@ class Worker:
         if self.pipeline is None:
             self.load()
         self._stop = stop
+        if not self.wait_for_store(stop):
+            logger.info("worker %s stopped before the job store answered", self.consumer)
+            return
         beat = threading.Thread(
             target=self._heartbeat_loop,
             name=f"heartbeat-{self.consumer}",
@@ -180,8 +201,41 @@ class Worker:
             stop.set()
             self._beat_stop.set()
             beat.join(timeout=5)
-            self.store.remove_worker(self.consumer)
+            try:
+                self.store.remove_worker(self.consumer)
+            except StoreUnavailableError as exc:  # its heartbeat simply ages out
+                logger.warning("worker %s: cannot remove its heartbeat: %s", self.consumer, exc)
             logger.info("worker %s stopped", self.consumer)
+
+    def wait_for_store(self, stop: threading.Event) -> bool:
+        """Wait until the job store answers, retrying with capped exponential backoff, so that a
+        worker started before Redis (or while it restarts) comes up instead of exiting.
+
+        Returns False when `stop` was set first.
+        """
+        delay_s = STORE_RETRY_FIRST_S
+        tries = 0
+        while not stop.is_set():
+            try:
+                self.store.ping()
+            except StoreUnavailableError as exc:
+                tries += 1
+                logger.warning(
+                    "worker %s: the job store does not answer (%s); retry %d in %.1f s",
+                    self.consumer,
+                    exc,
+                    tries,
+                    delay_s,
+                )
+                stop.wait(delay_s)
+                delay_s = min(2 * delay_s, STORE_RETRY_MAX_S)
+                continue
+            if tries:
+                logger.info(
+                    "worker %s: the job store answers after %d retries", self.consumer, tries
+                )
+            return True
+        return False
 
     def release_now(self) -> None:
         """Give the jobs in hand back at the next sampler step (second SIGTERM)."""
@@ -193,11 +247,41 @@ class Worker:
         while not self._beat_stop.wait(self.settings.heartbeat_interval_s):
             try:
                 self.store.heartbeat(self.consumer)
-                with self._in_hand_lock:
-                    in_hand = list(self._in_hand)
-                self.store.renew_leases(self.consumer, in_hand)
+                self.renew_leases()
             except Exception as exc:
                 logger.warning("worker %s: heartbeat failed: %s", self.consumer, exc)
+
+    def renew_leases(self) -> None:
+        """Renew the leases of the jobs in hand; remember those that another worker took over
+        (the sampler callback then drops them)."""
+        with self._in_hand_lock:
+            in_hand = list(self._in_hand)
+        lost = self.store.renew_leases(self.consumer, in_hand)
+        with self._in_hand_lock:
+            # one settled meanwhile by this worker was acknowledged, not lost
+            lost = [d for d in lost if d in self._in_hand]
+            self._lost.update(d.message_id for d in lost)
+        for delivery in lost:
+            logger.warning(
+                "job=%s: lease lost (not renewed within %g s) and taken over by another worker; "
+                "dropping it here",
+                delivery.job_id,
+                self.store.policy.lease_s,
+            )
+
+    def is_lost(self, delivery: Delivery) -> bool:
+        with self._in_hand_lock:
+            return delivery.message_id in self._lost
+
+    def _settled(self, delivery: Delivery) -> None:
+        """The store acknowledged `delivery`: no lease to renew any more."""
+        with self._in_hand_lock:
+            if delivery in self._in_hand:
+                self._in_hand.remove(delivery)
+
+    def _release(self, delivery: Delivery) -> None:
+        self.store.release(delivery)
+        self._settled(delivery)
 
     # ------------------------------------------------------------------ one claim
     def process(self, deliveries: list[Delivery]) -> None:
@@ -223,14 +307,17 @@ class Worker:
             for group in groups.values():
                 if self.draining_too_long():
                     for task in group:
-                        self.store.release(task.delivery)
+                        self._release(task.delivery)
                     continue
                 self._run_group(group)
         finally:
             with self._in_hand_lock:
                 self._in_hand = []
+                self._lost.clear()
 
     def _start(self, delivery: Delivery) -> _Task | None:
+        if self.is_lost(delivery):  # taken over while earlier jobs of the claim ran
+            return None
         started = self.store.start(delivery, self.consumer)
         if started.outcome != "run":
             level = logging.WARNING if started.outcome == "dead_lettered" else logging.INFO
@@ -269,6 +356,10 @@ class Worker:
 
         pending = list(group)
         while pending:
+            # those another worker took over are its jobs now (not even progress is ours to write)
+            pending = [t for t in pending if not self.is_lost(t.delivery)]
+            if not pending:
+                return
             steps = pending[0].job.params.steps
             for task in pending:
                 self.store.set_progress(task.job.id, 0, steps)
@@ -289,7 +380,7 @@ class Worker:
                         constraint=constraint,
                     )
                 )
-            on_step = _StepMonitor(self, [task.job.id for task in pending])
+            on_step = _StepMonitor(self, [task.delivery for task in pending])
             started = time.monotonic()
             logger.info(
                 "running %d job(s) as one batch: %s",
@@ -304,9 +395,12 @@ class Worker:
                         self.handle_dismissed(task)
                 pending = [t for t in pending if t.job.id not in cancelled.job_ids]
                 continue
+            except _Lost:
+                # the rest run again without them (same seeds: the same forecasts)
+                continue
             except _Released:
                 for task in pending:
-                    self.store.release(task.delivery)
+                    self._release(task.delivery)
                     logger.info("job=%s released back to the queue (shutdown)", task.job.id)
                 return
             except Exception as exc:
@@ -333,6 +427,8 @@ class Worker:
         NaN = no coverage; `started` is the `time.monotonic()` at which the batch began.
         """
         job, params = task.job, task.job.params
+        if self._dropped(task.delivery):
+            return
         try:
             data = write_forecast_netcdf(
                 forecast_mm_h,
@@ -367,7 +463,12 @@ class Worker:
                 "job id to the operator",
             )
             return
+        if self._dropped(task.delivery):
+            return
+        # a lease lost from here on still cannot yield a second, different result: the store
+        # keeps the first one, and the other worker computes the same forecast (same seed)
         stored = self.store.complete(task.delivery, data)
+        self._settled(task.delivery)
         run_s = time.monotonic() - started
         self.store.observe(HIST_RUN_S, run_s)
         status = stored.status.value if stored else "gone"
@@ -376,12 +477,25 @@ class Worker:
         )
 
     def handle_failure(self, delivery: Delivery, job: Job, code: str, detail: str) -> None:
+        if self._dropped(delivery):
+            return
         self.store.fail(delivery, code, detail)
+        self._settled(delivery)
         logger.warning("job=%s failed: %s", job.id, code)
 
     def handle_dismissed(self, task: _Task) -> None:
+        if self._dropped(task.delivery):
+            return
         self.store.dismiss(task.delivery)
+        self._settled(task.delivery)
         logger.info("job=%s dismissed at the client's request", task.job.id)
+
+    def _dropped(self, delivery: Delivery) -> bool:
+        """True when another worker took the job over: it settles the job, this one must not."""
+        if not self.is_lost(delivery):
+            return False
+        logger.warning("job=%s dropped: another worker holds it now", delivery.job_id)
+        return True
 
     def draining_too_long(self) -> bool:
         """True when the jobs in hand should be released rather than finished."""
@@ -401,14 +515,19 @@ class Worker:
 
 
 class _StepMonitor:
-    """The sampler callback: progress (throttled), cancellation, shutdown."""
+    """The sampler callback: lost leases, progress (throttled), cancellation, shutdown."""
 
-    def __init__(self, worker: Worker, job_ids: list[str]) -> None:
+    def __init__(self, worker: Worker, deliveries: list[Delivery]) -> None:
         self.worker = worker
-        self.job_ids = job_ids
+        self.deliveries = deliveries
+        self.job_ids = [delivery.job_id for delivery in deliveries]
         self.last_progress = 0.0
 
     def __call__(self, step: int, total: int) -> None:
+        # first, so that no progress is written over that of the worker that holds them now
+        lost = {d.job_id for d in self.deliveries if self.worker.is_lost(d)}
+        if lost:
+            raise _Lost(lost)
         store = self.worker.store
         now = time.monotonic()
         cancelled: set[str] = set()

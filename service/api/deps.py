@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from models.metadata import ModelMetadata
 from service.api.auth import ANONYMOUS_TENANT, ApiKeys
 from service.api.errors import ProblemError
-from service.queue.jobs import Job
+from service.queue.jobs import Job, is_job_id
 from service.queue.store import JobStore
 from service.settings import Settings
 
@@ -73,13 +73,17 @@ def get_tenant(
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
-JobIdPath = Annotated[str, PathParam(description="job id (UUID)", max_length=64)]
+# no length or pattern limit here: those would answer 422, and a malformed id must answer the
+# 404 of an unknown job (`get_owned_job` checks the form before any store call)
+JobIdPath = Annotated[str, PathParam(description="job id (UUID)")]
 
 
 def get_owned_job(job_id: JobIdPath, tenant: TenantDep, store: StoreDep) -> Job:
     """The job if it exists and belongs to the caller's tenant; otherwise 404 (never 403, so
     other tenants' job ids cannot be probed)."""
-    job = store.get(job_id)
+    # checked before any store call: a job's other keys extend its id (`<id>:input`), so such an
+    # id reached a key of another type (a 500 that also told that the job exists)
+    job = store.get(job_id) if is_job_id(job_id) else None
     if job is None or job.tenant != tenant:
         raise ProblemError(
             404,

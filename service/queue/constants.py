@@ -43,7 +43,7 @@ class RedisKeys:
     - `p:job:<id>:input` / `p:job:<id>:result` blobs with TTLs
     - `p:active` set of ids accepted or running (the queue-length limit counts it)
     - `p:tenant:<tenant>:jobs` sorted set id -> created time [ms] (listing, newest first)
-    - `p:idem:<tenant>:<key>` Idempotency-Key -> JSON {job_id, fingerprint}
+    - `p:idem:<len(tenant)>:<tenant>:<key>` Idempotency-Key -> JSON {job_id, fingerprint}
     - `p:heartbeats` sorted set worker id -> last heartbeat [ms]
     - `p:metrics:counter:<name>` hash label -> count; `p:metrics:hist:<name>` hash bucket -> count
     """
@@ -79,7 +79,9 @@ class RedisKeys:
         return f"{self.prefix}:tenant:{tenant}:jobs"
 
     def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:idem:{tenant}:{key}"
+        # the tenant's length in front makes the split unambiguous: joined by ':' alone, tenant
+        # "acme" with key "x:k1" and tenant "acme:x" with key "k1" shared one key
+        return f"{self.prefix}:idem:{len(tenant)}:{tenant}:{key}"
 
     def counter(self, name: str) -> str:
         return f"{self.prefix}:metrics:counter:{name}"

@@ -27,6 +27,15 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+def is_job_id(text: str) -> bool:
+    """True when `text` has the form of a job id: a UUID as `new_job_id` writes it (lowercase,
+    hyphenated). Anything else names no job, whatever is stored under it."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Constraint:
     """Knowledge-alignment constraint: the forecast's mean rain rate should approach a target."""

@@ -62,6 +62,8 @@ class MemoryJobStore(JobStore):
         self._pending: dict[str, _Pending] = {}  # message id -> owner, delivered, not acked
         self._active: set[str] = set()
         self._tenant_jobs: dict[str, list[str]] = defaultdict(list)
+        # (tenant, key) -> (job id, fingerprint, expiry): a pair, never a joined string, so that
+        # tenants cannot collide
         self._idempotency: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._heartbeats: dict[str, float] = {}
         self._counters: dict[str, int] = defaultdict(int)
@@ -278,13 +280,17 @@ class MemoryJobStore(JobStore):
             )
             return StartResult("run", job)
 
-    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> None:
+    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> list[Delivery]:
         with self._cond:
             lease_until = time.monotonic() + self.policy.lease_s
+            lost = []
             for delivery in deliveries:
                 pending = self._pending.get(delivery.message_id)
-                if pending is not None:
-                    pending.consumer, pending.lease_until = consumer, lease_until
+                if pending is None or pending.consumer != consumer:
+                    lost.append(delivery)
+                else:
+                    pending.lease_until = lease_until
+            return lost
 
     def set_progress(self, job_id: str, step: int, total: int) -> None:
         with self._cond:

@@ -3,8 +3,9 @@
 Every state transition is one Lua script, so it is atomic with respect to the other transitions
 (a cancel cannot interleave with a finish, two finishers cannot both win). Acknowledging a stream
 entry (XACK + XDEL) happens in the same script that stores the terminal state and the result.
-Lease = the idle time of a pending stream entry: the owner renews it with XCLAIM ... JUSTID, other
-workers take entries idle longer than `lease_s` with XAUTOCLAIM.
+Lease = the idle time of a pending stream entry: the owner renews it with XCLAIM ... JUSTID (only
+while it still owns the entry), other workers take entries idle longer than `lease_s` with
+XAUTOCLAIM.
 """
 
 from __future__ import annotations
@@ -208,7 +209,27 @@ end
 return 1
 """
 
+# KEYS: stream; ARGV: group, consumer, msg ids...
+# XCLAIM alone would also take an entry that another consumer reclaimed after this one's lease ran
+# out (two workers on one job); so renew only the entries still pending for this consumer, and
+# return the others so that the caller stops working on them
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #owned == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+
 _HEARTBEAT_RETENTION_MS = 24 * 3600 * 1000
+# XAUTOCLAIM pages one `claim` may follow (each scans up to 10 x count pending entries)
+_RECLAIM_MAX_PAGES = 100
+_CURSOR_START = "0-0"
 
 
 def _pairs_to_dict(flat: list[bytes]) -> dict[bytes, bytes]:
@@ -258,7 +279,10 @@ class RedisJobStore(JobStore):
         self._cancel = client.register_script(_CANCEL)
         self._release = client.register_script(_RELEASE)
         self._progress = client.register_script(_PROGRESS)
+        self._renew = client.register_script(_RENEW)
         self._group_ready = False
+        # where the next XAUTOCLAIM scan of the pending list resumes
+        self._reclaim_cursor = _CURSOR_START
 
     @classmethod
     def from_url(cls, url: str, prefix: str, policy: QueuePolicy) -> RedisJobStore:
@@ -418,17 +442,48 @@ class RedisJobStore(JobStore):
                 raise
             # the stream was deleted under us (e.g. a flushed Redis): recreate and retry later
             self._group_ready = False
+            self._reclaim_cursor = _CURSOR_START
             return []
 
-    def _claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
-        deliveries: list[Delivery] = []
+    def _reclaim(self, consumer: str, count: int) -> list[Delivery]:
+        """Up to `count` pending entries idle longer than the lease, taken over by `consumer`.
+
+        XAUTOCLAIM scans at most 10 x COUNT pending entries and returns the cursor where it
+        stopped, so idle entries behind a run of live ones need the following pages. One call
+        follows the cursor until it has `count` entries or has scanned the whole pending list,
+        at most `_RECLAIM_MAX_PAGES` pages; the cursor is kept, so that the next call resumes
+        where this one stopped (for `count` or the page cap) and no entry is skipped for good.
+        """
         lease_ms = int(self.policy.lease_s * 1000)
-        _, reclaimed, _deleted = self.client.xautoclaim(
-            self.keys.stream, CONSUMER_GROUP, consumer, lease_ms, start_id="0-0", count=count
-        )
-        for message_id, fields in reclaimed:
-            if fields:
-                deliveries.append(_delivery(message_id, fields))
+        deliveries: list[Delivery] = []
+        cursor = self._reclaim_cursor
+        # a scan begun mid-list goes on from the list's start once it reaches the end, so that
+        # the entries before its first cursor are seen too (those after it, twice: harmless)
+        ends_left = 1 if cursor == _CURSOR_START else 2
+        for _ in range(_RECLAIM_MAX_PAGES):
+            next_cursor, reclaimed, *_deleted = self.client.xautoclaim(
+                self.keys.stream,
+                CONSUMER_GROUP,
+                consumer,
+                lease_ms,
+                start_id=cursor,
+                count=count - len(deliveries),
+            )
+            cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
+            for message_id, fields in reclaimed:
+                if fields:
+                    deliveries.append(_delivery(message_id, fields))
+            if len(deliveries) >= count:
+                break
+            if cursor == _CURSOR_START:
+                ends_left -= 1
+                if ends_left == 0:
+                    break
+        self._reclaim_cursor = cursor
+        return deliveries
+
+    def _claim(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        deliveries = self._reclaim(consumer, count)
         if deliveries:
             logger.info(
                 "reclaimed %d job(s) from dead consumers: %s",
@@ -471,16 +526,15 @@ class RedisJobStore(JobStore):
             return StartResult("run", deserialize_job(_pairs_to_dict(reply[1])))
         return StartResult(outcome)
 
-    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> None:
-        if deliveries:
-            self.client.xclaim(
-                self.keys.stream,
-                CONSUMER_GROUP,
-                consumer,
-                0,
-                [d.message_id for d in deliveries],
-                justid=True,
-            )
+    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> list[Delivery]:
+        if not deliveries:
+            return []
+        lost = self._renew(
+            keys=[self.keys.stream],
+            args=[CONSUMER_GROUP, consumer, *(d.message_id for d in deliveries)],
+        )
+        lost_ids = {message_id.decode() for message_id in lost}
+        return [d for d in deliveries if d.message_id in lost_ids]
 
     def set_progress(self, job_id: str, step: int, total: int) -> None:
         self._progress(keys=[self.keys.job(job_id)], args=[step, total, now_ms()])

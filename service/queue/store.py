@@ -169,8 +169,13 @@ class JobStore(ABC):
         dead-lettered after `policy.max_deliveries`) and acknowledge it."""
 
     @abstractmethod
-    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> None:
-        """Keep the deliveries owned by `consumer` for another `policy.lease_s`."""
+    def renew_leases(self, consumer: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """Keep the deliveries that `consumer` still owns for another `policy.lease_s`.
+
+        Returns those it no longer owns (its lease ran out and another consumer took them, or
+        they were acknowledged) without taking them back: the caller must drop those jobs, and
+        neither finish nor release them.
+        """
 
     @abstractmethod
     def set_progress(self, job_id: str, step: int, total: int) -> None:

@@ -259,7 +259,8 @@ def test_models_and_metrics(alpha: httpx.Client, cluster: Cluster) -> None:
     model = alpha.get("/v1/models").json()["models"][0]
     assert (model["frames_in"], model["frames_out"], model["interval_s"]) == (7, 6, 300)
     assert model["grid"]["factor_px"] == 16 and "mean_intensity" in model["constraint_types"]
-    metrics = httpx.get(f"{cluster.url}/metrics").text
+    assert httpx.get(f"{cluster.url}/metrics").status_code == 401  # auth is on: key needed
+    metrics = alpha.get("/metrics").text
     assert 'nowcast_jobs_total{outcome="successful"}' in metrics
     assert "nowcast_workers_alive 2.0" in metrics
     assert "nowcast_run_seconds_count" in metrics

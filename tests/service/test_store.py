@@ -73,8 +73,24 @@ def test_lease_renewal_keeps_the_job(store: JobStore) -> None:
     store.start(delivery, "w1")
     for _ in range(3):
         time.sleep(POLICY.lease_s / 2)
-        store.renew_leases("w1", [delivery])
+        assert store.renew_leases("w1", [delivery]) == []  # nothing lost
     assert store.claim("w2", count=1, block_s=0.05) == []
+
+
+def test_renewal_never_takes_back_a_reclaimed_job(store: JobStore) -> None:
+    job = store.submit(make_job(), b"radar").job
+    stale = claim_one(store, "a")
+    store.start(stale, "a")
+    time.sleep(POLICY.lease_s + 0.2)  # a stalls past its lease
+    taken = claim_one(store, "b")
+    assert taken.job_id == job.id
+    # a learns that it lost the job, and the entry stays b's
+    assert store.renew_leases("a", [stale]) == [stale]
+    assert store.renew_leases("b", [taken]) == []
+    assert store.renew_leases("a", [stale]) == [stale]
+    assert store.start(taken, "b").outcome == "run"
+    assert store.complete(taken, b"from b").status is JobStatus.SUCCESSFUL
+    assert store.get_result(job.id) == b"from b"
 
 
 def test_dead_letter_after_max_deliveries(store: JobStore) -> None:
@@ -128,6 +144,35 @@ def test_queue_limit_and_idempotency(store: JobStore) -> None:
     store.submit(make_job(), b"c")
     with pytest.raises(QueueFullError):
         store.submit(make_job(), b"d")
+
+
+def test_idempotency_keys_of_tenants_never_collide(store: JobStore) -> None:
+    # joined by ':' alone, both pairs were the storage key "acme:x:k1"
+    first = store.submit(make_job("acme"), b"a", Idempotency("x:k1", "fingerprint-a"))
+    other = store.submit(make_job("acme:x"), b"a", Idempotency("k1", "fingerprint-a"))
+    assert first.created and other.created
+    assert other.job.tenant == "acme:x" and other.job.id != first.job.id
+    # another payload under each tenant's own key is a conflict there, and only there
+    with pytest.raises(IdempotencyConflictError):
+        store.submit(make_job("acme:x"), b"b", Idempotency("k1", "fingerprint-b"))
+    replay = store.submit(make_job("acme"), b"a", Idempotency("x:k1", "fingerprint-a"))
+    assert not replay.created and replay.job.id == first.job.id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reclaim_finds_an_idle_job_behind_pages_of_live_ones(backend: str, redis_url: str) -> None:
+    # one XAUTOCLAIM page with COUNT 1 scans 10 pending entries; the idle one is the 26th
+    policy = QueuePolicy(lease_s=1.0, max_queue_length=100)
+    with job_store(backend, redis_url, policy) as store:
+        ids = [store.submit(make_job(seed=n), b"radar").job.id for n in range(26)]
+        held = store.claim("a", count=26, block_s=0.5)
+        assert [d.job_id for d in held] == ids
+        time.sleep(policy.lease_s + 0.3)
+        assert not store.renew_leases("a", held[:-1])  # a keeps all but the last alive
+        (taken,) = store.claim("b", count=1, block_s=0.1)
+        assert taken.job_id == ids[-1]
+        # the next call resumes the scan and finds nothing more to take
+        assert store.claim("b", count=1, block_s=0.1) == []
 
 
 def test_list_jobs_is_per_tenant_newest_first(store: JobStore) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import StateDep
+from service.api.deps import StateDep, get_tenant
 from service.api.errors import ProblemError
 from service.api.schemas import Health
 from service.queue.store import StoreUnavailableError
@@ -51,7 +51,10 @@ def get_readiness(state: StateDep) -> Health:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: _PROBLEM},
+    # any tenant's key: the figures are deployment-wide, but not for whoever reaches the port
+    # (no key needed while auth is off)
+    dependencies=[Depends(get_tenant)],
 )
 def get_metrics(request: Request) -> Response:
     """Jobs by outcome, queue depth, dead letters, queue-wait / run-time / batch-size histograms."""
