@@ -78,7 +78,9 @@ class DiffusionConfig:
     sampler: str = "ddim"
     sampling_steps: int = 50
     eta: float = 0.0
-    guidance_scale: float = 50.0  # lambda of the knowledge-alignment guidance
+    # lambda of the knowledge-alignment guidance (models.guidance): the fraction of the gap
+    # between the alignment net's predicted mean and the target closed per unit of trajectory
+    guidance_scale: float = 1.0
     ema_decay: float = 0.999
     # Diffuse the change of the future latents from the last past latent (latent persistence)
     # instead of the latents themselves: the denoiser then only has to model what moves,

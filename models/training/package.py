@@ -22,7 +22,13 @@ from models.config import ModelConfig
 from models.data import VALIDATION_EVENTS
 from models.earthformer_unet import EarthformerUNet
 from models.export import export_model_dir
-from models.training.common import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint
+from models.training.common import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    apply_overrides,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.vae import FrameVAE
 
 OPTIMISER_KEYS = ("optimiser", "opt_vae", "opt_disc")
@@ -35,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alignment", default="runs/alignment", type=Path, help="alignment run (optional)"
     )
-    parser.add_argument("--weights", default="models/weights/small-v2", type=Path)
+    parser.add_argument("--weights", default="models/weights/small-v3", type=Path)
     parser.add_argument("--name", default=None, help="model name (default: the config's)")
     parser.add_argument("--version", default="1")
     parser.add_argument(
@@ -46,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stages whose slim resumable checkpoints to include (no names: all)",
     )
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override an inference setting of the packaged config, e.g. "
+        "diffusion.guidance_scale=4 (training-time fields would not match the weights)",
+    )
 
 
 def slim_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +86,7 @@ def package(args: argparse.Namespace) -> int:
     has_alignment = (args.alignment / CHECKPOINT_NAME).exists()
     if has_alignment:
         states["alignment"] = load_checkpoint(args.alignment)
-    config = ModelConfig.from_dict(states["ldm"]["config"])
+    config = apply_overrides(ModelConfig.from_dict(states["ldm"]["config"]), args.set)
 
     vae = FrameVAE(config.vae)
     vae.load_state_dict(states["vae"]["vae"])

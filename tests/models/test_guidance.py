@@ -113,8 +113,10 @@ def test_guidance_moves_samples_toward_target_monotonically(
     context = _context(members, torch.Generator().manual_seed(5))
     target = torch.full((members,), TARGET)
     distances, true_means = [], []
-    # the weights of a 10-step trajectory add up to ~0.83 (the posterior stds used before: 5.3)
-    for scale in (0.0, 60.0, 200.0):
+    # a Newton step per sampler step: lambda ~ 1.2 asks to close the whole gap to first order (the
+    # sampling undoes part of each shift, so 2.5 is what gets there; the weights of a
+    # trajectory add up to ~0.83)
+    for scale in (0.0, 0.5, 2.5):
         guidance = IntensityGuidance(trained_alignment, target, scale)
         sample = _sample(schedule, guidance, context)
         predicted = _predicted(trained_alignment, sample, context)
@@ -174,3 +176,23 @@ def test_guidance_is_off_without_scale_or_sigma(trained_alignment: AlignmentNet)
         IntensityGuidance(trained_alignment, targets, -1.0)
     with pytest.raises(ValueError):
         IntensityGuidance(trained_alignment, targets, torch.ones(3))
+
+
+def test_the_same_lambda_steers_alike_at_10_and_50_steps(
+    schedule: NoiseSchedule, trained_alignment: AlignmentNet
+) -> None:
+    members = 8
+    context = _context(members, torch.Generator().manual_seed(6))
+    target = torch.full((members,), TARGET)
+    closed = []
+    for steps in (10, 50):
+        plain = _sample(schedule, None, context, steps=steps)
+        guided = _sample(
+            schedule, IntensityGuidance(trained_alignment, target, 0.6), context, steps=steps
+        )
+        before = (_predicted(trained_alignment, plain, context) - TARGET).abs().mean().item()
+        after = (_predicted(trained_alignment, guided, context) - TARGET).abs().mean().item()
+        closed.append(1.0 - after / before)
+    # the fraction of the gap closed: the same to within a few points, and clearly non-zero
+    assert closed[0] > 0.2 and closed[1] > 0.2, closed
+    assert abs(closed[0] - closed[1]) < 0.1, closed
