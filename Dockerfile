@@ -5,7 +5,7 @@
 #   docker build --target cpu -t prediff-nowcast:0.1.0 .      # API, and CPU workers
 #   docker build --target gpu -t prediff-nowcast-gpu:0.1.0 .  # CUDA worker
 #
-# Both final stages: non-root user 10001, the shipped model (models/weights/small-v2) installed with
+# Both final stages: non-root user 10001, the shipped model (models/weights/small-v3) installed with
 # the package, no compiler, no pip cache, tini as PID 1 so SIGTERM reaches the worker (it drains).
 # Versions are pinned in deploy/requirements/*.txt (common + cpu + torch-cpu, or common + gpu);
 # every install is `--no-deps` from those pins followed by `pip check`, so an unpinned dependency

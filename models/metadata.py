@@ -37,7 +37,7 @@ ENCODER_ONNX_FILE = "encoder.onnx"
 DECODER_ONNX_FILE = "decoder.onnx"
 
 # the shipped default model; the folder may not exist until the trained weights land
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "small-v2"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "small-v3"
 
 # the constraint types the pipeline accepts (models.pipeline.IntensityConstraint)
 CONSTRAINT_TYPES = ("mean_intensity",)

@@ -1,6 +1,6 @@
 """Which model folder the service runs: configured, shipped, or a seeded random fallback.
 
-Order: `NOWCAST_MODEL_DIR` if set; else the shipped `models/weights/small-v2` if it holds a
+Order: `NOWCAST_MODEL_DIR` if set; else the shipped `models/weights/small-v3` if it holds a
 `model.yaml`; else a seeded random model of `fallback_model_config` (default `tiny`) written once
 into `model_cache_dir`. The fallback forecasts noise and is logged loudly: it exists so that the
 service can run end to end before trained weights are available.

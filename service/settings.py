@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         default=None,
         description=(
-            "model folder (model.yaml + weights); unset = the shipped models/weights/small-v2, "
+            "model folder (model.yaml + weights); unset = the shipped models/weights/small-v3, "
             "or a seeded random model of `fallback_model_config` when that folder is missing"
         ),
     )

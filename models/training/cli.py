@@ -4,7 +4,7 @@
     nowcast train ldm --config small --vae runs/vae --out runs/ldm
     nowcast train alignment --config small --vae runs/vae --ldm runs/ldm --out runs/alignment
     nowcast train package --vae runs/vae --ldm runs/ldm --alignment runs/alignment \
-        --weights models/weights/small-v2
+        --weights models/weights/small-v3
 
 Every stage checkpoints to `<out>/checkpoint.pt` (model, optimiser, EMA, step, RNG states) and
 logs to `<out>/log.csv`; `--resume` continues from the checkpoint with the same arguments.

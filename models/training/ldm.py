@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="warm-start from a model folder's EMA denoiser (approximate resume, e.g. from "
-        "models/weights/small-v2; its step count continues)",
+        "models/weights/small-v3; its step count continues)",
     )
     parser.add_argument(
         "--min-snr-gamma",

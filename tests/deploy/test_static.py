@@ -108,7 +108,7 @@ def test_shipped_model_goes_into_the_image() -> None:
     problems = checks.shipped_model_problems(ROOT)
     if problems is None:
         pytest.skip(
-            "no shipped model committed yet (models/weights/small-v2): the image build "
+            "no shipped model committed yet (models/weights/small-v3): the image build "
             "stops with 'shipped model missing' until it is"
         )
     assert problems == []
@@ -119,7 +119,7 @@ def test_shipped_model_check_catches_an_ignored_weights_file(scratch: Path) -> N
     shutil.copytree(
         ROOT / "models", scratch / "models", ignore=shutil.ignore_patterns("__pycache__")
     )
-    folder = scratch / "models" / "weights" / "small-v2"
+    folder = scratch / "models" / "weights" / "small-v3"
     if not (folder / "model.yaml").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.yaml").write_text("config: {}\n")

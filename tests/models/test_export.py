@@ -40,7 +40,7 @@ def test_metadata_of_the_tiny_folder(tiny_model_dir: Path) -> None:
     assert set(metadata.checksums) == expected
     verify_checksums(tiny_model_dir)
     assert len(metadata.weights_checksum) == 64
-    assert DEFAULT_MODEL_DIR.name == "small-v2"
+    assert DEFAULT_MODEL_DIR.name == "small-v3"
 
 
 def test_metadata_reader_is_torch_free() -> None:
