@@ -6,6 +6,7 @@ Runs on two small real event files (96 x 96 px, 16 frames) cut from the shared r
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from models.config import TINY
 from models.data import DEFAULT_DATA_DIR
 from models.training.cli import main
 from models.training.common import EMA, apply_overrides, load_checkpoint
-from models.training.latent_cache import LatentCache, WindowSampler
+from models.training.latent_cache import LatentCache, WindowBatch, WindowSampler
 from models.training.ldm import LATENT_RANGE_TAIL
 from tests.models.test_data import MCH_EDGE, MCH_VALID, write_radar_subset
 
@@ -207,11 +208,11 @@ def test_residual_loss_diffuses_the_change_from_the_last_context_latent():
     changes[:, TINY.frames_in :] -= latents[:, TINY.frames_in - 1 : TINY.frames_in]
 
     def loss(batch, residual):
+        config = TINY.replace(diffusion=replace(TINY.diffusion, predict_residual=residual))
+        means = torch.zeros(batch.shape[0], TINY.frames_out)
         generator = torch.Generator().manual_seed(3)
         with torch.no_grad():
-            return diffusion_loss(
-                denoiser, schedule, batch, TINY.frames_in, generator, predict_residual=residual
-            )
+            return diffusion_loss(denoiser, schedule, WindowBatch(batch, means), config, generator)
 
     assert loss(latents, True) == pytest.approx(float(loss(changes, False)), rel=1e-6)
     assert loss(latents, True) != pytest.approx(float(loss(latents, False)), rel=1e-3)
