@@ -16,7 +16,6 @@ not). Forecasts go back to mm/h with values below -10 dBR (0.1 mm/h) set to 0.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 from collections.abc import Callable
 from typing import Protocol
@@ -51,11 +50,6 @@ class BaselineMethod(Protocol):
     ) -> np.ndarray: ...
 
 
-def pysteps_available() -> bool:
-    """True when pySTEPS can be imported (the pySTEPS baselines can run)."""
-    return importlib.util.find_spec("pysteps") is not None
-
-
 def persistence(
     past_mm_h: np.ndarray,
     n_leads: int,
@@ -74,12 +68,6 @@ def persistence(
     return np.broadcast_to(last, (1, n_leads, *last.shape)).copy()
 
 
-def _pysteps() -> object:
-    if not pysteps_available():
-        raise ModuleNotFoundError("this baseline needs pySTEPS: pip install pysteps")
-    return pysteps_module()
-
-
 def extrapolation(
     past_mm_h: np.ndarray,
     n_leads: int,
@@ -94,7 +82,7 @@ def extrapolation(
     past_mm_h (`(T, H, W)` float): rain rate [mm h-1], oldest first. Returns
     (`(1, n_leads, H, W)` float32) [mm h-1]. The keyword arguments other than n_leads are unused.
     """
-    pysteps = _pysteps()
+    pysteps = pysteps_module()
     past_dbr = to_dbr(past_mm_h)
     motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("extrapolation")  # type: ignore[attr-defined]
@@ -112,7 +100,7 @@ def sprog(
     seed: int = STEPS_SEED,
 ) -> np.ndarray:
     """S-PROG (6 cascade levels, AR(2)) on Lucas-Kanade motion; same contract as `extrapolation`."""
-    pysteps = _pysteps()
+    pysteps = pysteps_module()
     past_dbr = to_dbr(past_mm_h)
     motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("sprog")  # type: ignore[attr-defined]
@@ -144,7 +132,7 @@ def steps(
     pixel_size_km scale the bps velocity perturbations. Returns (`(members, n_leads, H, W)`
     float32) [mm h-1].
     """
-    pysteps = _pysteps()
+    pysteps = pysteps_module()
     past_dbr = to_dbr(past_mm_h)
     motion = lucas_kanade_dbr(past_dbr)
     nowcast = pysteps.nowcasts.get_method("steps")  # type: ignore[attr-defined]
@@ -174,7 +162,6 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "sprog": sprog,
     "steps": steps,
 }
-NEEDS_PYSTEPS = frozenset({"extrapolation", "sprog", "steps"})
 
 
 def get_method(name: str) -> Callable[..., np.ndarray]:

@@ -62,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated subset of {','.join(ALL_METHODS)} "
-        "(default: all; the pySTEPS ones only when pySTEPS is installed)",
+        help=f"comma-separated subset of {','.join(ALL_METHODS)} (default: all)",
     )
     parser.add_argument("--cases", default=None, help="comma-separated case ids to keep")
     parser.add_argument("--seed", type=int, default=0, help="model seed and rank-histogram ties")
@@ -101,19 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _select_methods(spec: str | None) -> list[str]:
     if spec is None:
-        have_pysteps = baselines.pysteps_available()
-        return [m for m in ALL_METHODS if have_pysteps or m not in baselines.NEEDS_PYSTEPS]
+        return list(ALL_METHODS)
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)}")
-    if not baselines.pysteps_available():
-        missing = [m for m in methods if m in baselines.NEEDS_PYSTEPS]
-        if missing:
-            raise ValueError(
-                f"{missing} need pySTEPS, which is not installed: "
-                "pip install 'prediff-nowcast[baselines]'"
-            )
     return methods
 
 

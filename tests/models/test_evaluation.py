@@ -87,8 +87,6 @@ def test_persistence_reproduces_baseline_row(
 
 @needs_data
 def test_pysteps_baselines_reproduce_rows(baseline_rows: dict) -> None:
-    pytest.importorskip("pysteps")
-    pytest.importorskip("cv2")
     case = _case("bom_prcp-cscn_2_20180616.nc", "bom_20180616_1036")
     rng = np.random.default_rng(0)
     for method in ("extrapolation", "sprog", "steps"):  # one 20-member STEPS run (~15 s)
