@@ -58,16 +58,6 @@ class IntensityGuidance:
         """False when every member's lambda is 0 (then `mean_shift` returns None)."""
         return bool((self.scale > 0).any())
 
-    def distance(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        context: torch.Tensor,
-        extrapolation: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """|mean_T A(sample, t, context[, extrapolation]) - target| per member, `(B,)`."""
-        return self.gap(sample, timestep, context, extrapolation).abs()
-
     def gap(
         self,
         sample: torch.Tensor,
