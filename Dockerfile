@@ -49,7 +49,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 nowcast \
-    && useradd --system --uid 10001 --gid nowcast --create-home --home-dir /home/nowcast nowcast
+    && useradd --system --uid 10001 --gid nowcast --create-home --home-dir /home/nowcast nowcast \
+    && install -d -o nowcast -g nowcast /var/lib/nowcast/blobs
 COPY --from=cpu-builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -106,7 +107,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 nowcast \
-    && useradd --system --uid 10001 --gid nowcast --create-home --home-dir /home/nowcast nowcast
+    && useradd --system --uid 10001 --gid nowcast --create-home --home-dir /home/nowcast nowcast \
+    && install -d -o nowcast -g nowcast /var/lib/nowcast/blobs
 COPY --from=gpu-builder /opt/venv /opt/venv
 # cuDNN is not in the CUDA runtime base; register the nvidia-cudnn-cu13 wheel that torch pins so
 # onnxruntime's CUDA provider finds the same libcudnn.so.9 that torch loads

@@ -18,6 +18,11 @@ validation, Redis queue, batching, NetCDF output), not the model's: the `tiny` r
     python benchmarks/load.py                 # full size: 200 req/s for 30 s, 1,000 jobs
     python benchmarks/load.py --small         # CI size: 200 req/s for 5 s, 50 jobs
     python benchmarks/load.py --json out.json # also write the figures
+    python benchmarks/load.py --streams 1000  # status polling with 1,000 open event streams
+
+`--streams N` measures only status polling, while N event streams (SSE) stay open on waiting
+jobs: the API runs without workers (`--workers 0`), so the jobs stay `accepted` and their
+streams open for the whole measurement.
 
 Exit status 0 when every job completed and no request got a 5xx, else 1.
 """
@@ -159,6 +164,9 @@ def running_service(
             if proc.poll() is not None:
                 raise RuntimeError(f"the service exited with {proc.returncode}; see {log.name}")
             try:
+                if workers == 0:  # no worker heartbeat to wait for: the API alone
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
                 ready = httpx.get(f"{url}/readyz", timeout=2)
                 if ready.status_code == 200 and ready.json()["workers"] >= workers:
                     break
@@ -333,6 +341,71 @@ async def run_benchmark(url: str, keys: dict[str, str], args: argparse.Namespace
     return {"polling": asdict(polling), "burst": asdict(bursting)}
 
 
+async def _hold_stream(
+    url: str, key: str, job_id: str, opened: list[int], stop: asyncio.Event
+) -> bool:
+    """One event stream held open until `stop`; True when it was still open then."""
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = httpx.Timeout(60.0, read=None)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as client:
+        async with client.stream("GET", f"/v1/nowcasts/{job_id}/events") as response:
+            first = asyncio.Event()
+
+            async def read_to_the_end() -> None:
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and not first.is_set():
+                        opened[0] += 1
+                        first.set()
+
+            reading = asyncio.ensure_future(read_to_the_end())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            still_open = not reading.done()
+            reading.cancel()
+            stopping.cancel()
+            return still_open
+
+
+async def run_streams_benchmark(url: str, keys: dict[str, str], args: argparse.Namespace) -> dict:
+    """Status polling while `args.streams` event streams stay open on waiting jobs."""
+    radar = RADAR_64.read_bytes()
+    headers = {"Authorization": f"Bearer {keys['poll']}"}
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=httpx.Timeout(60.0)
+    ) as poller:
+        targets = []
+        for seed in range(4):  # no worker: they stay accepted, their streams open
+            response = await poller.post(
+                "/v1/nowcasts",
+                params={**FAST_JOB, "seed": seed},
+                content=radar,
+                headers={"Content-Type": "application/x-netcdf"},
+            )
+            response.raise_for_status()
+            targets.append(response.json()["id"])
+        opened, stop = [0], asyncio.Event()
+        holders = [
+            asyncio.create_task(
+                _hold_stream(url, keys["poll"], targets[i % len(targets)], opened, stop)
+            )
+            for i in range(args.streams)
+        ]
+        deadline = time.monotonic() + 300
+        while opened[0] < args.streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # settle: every stream is now only waiting
+        polling = await poll_status(poller, targets, args.poll_rate, args.poll_s)
+        stop.set()
+        still_open = sum(await asyncio.gather(*holders, return_exceptions=False))
+    return {
+        "polling": asdict(polling),
+        "streams": {"requested": args.streams, "opened": opened[0], "open_at_end": still_open},
+    }
+
+
 def _report(figures: dict, args: argparse.Namespace) -> str:
     p, b = figures["polling"], figures["burst"]
     return "\n".join(
@@ -368,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="client connections")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="give up on the burst")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--streams", type=int, default=0, help="only status polling, with N open event streams"
+    )
     args = parser.parse_args(argv)
     args.poll_s = args.poll_s or (5.0 if args.small else 30.0)
     args.jobs = args.jobs or (50 if args.small else 1000)
@@ -375,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or _tiny_model_dir(DEFAULT_MODEL_CACHE)
     # the figures depend on what else the machine runs: report its load beside them
     load_before = os.getloadavg()[0]
+    if args.streams:
+        return _main_streams(args, model_dir, load_before)
     with tempfile.TemporaryDirectory(prefix="nowcast-load-") as tmp:
         with running_service(
             args.redis_url, model_dir, args.workers, args.jobs + 10, Path(tmp)
@@ -401,6 +479,26 @@ def main(argv: list[str] | None = None) -> int:
         for status in figures[part]["statuses"]
     )
     return 0 if burst_ok and no_5xx else 1
+
+
+def _main_streams(args: argparse.Namespace, model_dir: Path, load_before: float) -> int:
+    with tempfile.TemporaryDirectory(prefix="nowcast-load-") as tmp:
+        with running_service(args.redis_url, model_dir, 0, 100, Path(tmp)) as (url, keys):
+            figures = asyncio.run(run_streams_benchmark(url, keys, args))
+    p, s = figures["polling"], figures["streams"]
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    print(
+        f"status polling with {s['open_at_end']}/{s['requested']} event streams open "
+        f"({s['opened']} opened; API alone, Redis, auth on; {os.cpu_count()} CPU cores, 1-min "
+        f"load average before/after {load}): {p['requests']} GETs at "
+        f"{p['target_rate_hz']:g} req/s for {p['duration_s']:g} s (achieved "
+        f"{p['achieved_rate_hz']} req/s): p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max "
+        f"{p['max_ms']} ms (client lag p99 {p['client_lag_p99_ms']} ms); {p['statuses']}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    no_5xx = not any(status.startswith("5") for status in p["statuses"])
+    return 0 if no_5xx and s["open_at_end"] == s["requested"] else 1
 
 
 if __name__ == "__main__":

@@ -11,5 +11,5 @@ import xarray as xr
 with xr.open_dataset("forecast.nc") as ds:
     print(ds["precip"].dims, ds["precip"].shape, ds["precip"].attrs["units"])
     print("lead times:", [str(t)[:16] for t in ds["time"].values])
-    print("P(> 1 mm/h) max:", float(ds["exceedance_probability"].sel(threshold=1.0).max()))
+    print("P(> 1 mm/h) max:", float(ds["probability_of_lwe_precipitation_rate_above_threshold"].sel(threshold=1.0).max()))
 PY

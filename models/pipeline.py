@@ -10,6 +10,11 @@ first extrapolates the last frame along the Lucas-Kanade motion of the past fram
 (`models.extrapolation`), encodes that nowcast, conditions the denoiser on it and samples the
 per-lead scaled change from it (`models.residual`).
 
+Any grid up to `ModelConfig.max_domain_px` is taken: it is padded to the grid factor (missing
+coverage), and one larger than the trained `max_grid_px` runs as overlapping tiles of it, the
+denoiser's noise prediction blended at every step and the VAE blended per tile
+(`models.tiling`), with the noise and the motion on the whole domain.
+
 The pipeline is the loop only: the math of a step is in `models.schedulers`, the intensity
 steering in `models.guidance`, the networks in their own modules. The encoder and decoder are
 torch modules or ONNX Runtime sessions (`models.onnx_codec`), interchangeable.
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.config import ModelConfig
+from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.extrapolation import extrapolate
 from models.guidance import IntensityGuidance
 from models.metadata import (
@@ -37,8 +42,10 @@ from models.metadata import (
     verify_checksums,
 )
 from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
+from models.precip_mask import rain_mask
 from models.residual import ResidualMap
 from models.schedulers import Bounds, NoiseSchedule, make_sampler, randn_rows
+from models.tiling import TileLayout, merge_tiles, split_tiles, tile_layout, tile_weight
 from models.units import denormalise_rain, normalise_rain
 
 StepCallback = Callable[[int, int], None]
@@ -46,6 +53,13 @@ Codec = nn.Module | OnnxCodecSession | Callable[[torch.Tensor], torch.Tensor]
 
 # frames per encoder / decoder call: bounds peak memory at large grids and ensembles
 DEFAULT_CODEC_CHUNK = 32
+# Overlap of neighbouring tiles on grids above the trained size (models.tiling), as a fraction
+# of the trained tile: 8 latent px (64 px of radar) for 256 px tiles, a few times the decoder's
+# receptive field at the latent level, so the raised-cosine ramp hides every border; 1/4 keeps
+# the tile count at ~1.8x that of non-overlapping tiles.
+TILE_OVERLAP_FRACTION = 0.25
+# denoiser rows (tiles x members) per call on tiled grids: bounds the activations' memory
+DEFAULT_TILE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -99,11 +113,14 @@ class _Prepared:
 
     request: ForecastRequest
     frames: torch.Tensor  # (T_in, 1, H, W) normalised rain rate, NaN -> 0
-    missing: np.ndarray  # (H, W) bool, True where the last input frame is NaN
+    missing: np.ndarray  # (H, W) bool, True where the last input frame is NaN (or padding)
     # (T_out, 1, H, W) normalised extrapolation nowcast (motion-aware models), else None
     extrapolated: torch.Tensor | None
     steps: int
     eta: float
+    shape: tuple[int, int]  # (H, W) of the request before padding to the grid factor
+    # (T_out, H, W) weight of the forecast in [0, 1] (`models.precip_mask`), or None
+    rain_weight: np.ndarray | None = None
 
 
 class NowcastPipeline:
@@ -138,6 +155,7 @@ class NowcastPipeline:
         metadata: ModelMetadata | None = None,
         codec_chunk: int = DEFAULT_CODEC_CHUNK,
         denoiser_precision: str = "auto",
+        tile_rows: int = DEFAULT_TILE_ROWS,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -148,6 +166,7 @@ class NowcastPipeline:
         self.alignment = alignment.to(self.device).eval() if alignment is not None else None
         self.metadata = metadata
         self.codec_chunk = int(codec_chunk)
+        self.tile_rows = max(int(tile_rows), 1)
         self.schedule = NoiseSchedule(config.diffusion)
 
     @classmethod
@@ -159,6 +178,7 @@ class NowcastPipeline:
         decoder_backend: str | None = None,
         verify: bool = True,
         denoiser_precision: str = "auto",
+        codec_threads: int | None = None,
     ) -> NowcastPipeline:
         """Load a model folder (`models.bundle`).
 
@@ -170,6 +190,8 @@ class NowcastPipeline:
             frames of 256 x 256 here) and torch elsewhere, where the latents already are.
         verify: check the files' sha256 against `model.yaml`.
         denoiser_precision: see the class.
+        codec_threads: intra-op threads of the ONNX Runtime sessions (None = onnxruntime's
+            default, as many as the machine has cores, whatever else runs there).
         """
         from models.bundle import load_model_dir
 
@@ -187,8 +209,16 @@ class NowcastPipeline:
         ]
         if verify and onnx_files:
             verify_checksums(model_dir, bundle.metadata, onnx_files)
-        encoder = _codec(encoder_backend, model_dir / ENCODER_ONNX_FILE, VAEEncoderMean, bundle.vae)
-        decoder = _codec(decoder_backend, model_dir / DECODER_ONNX_FILE, VAEDecoder, bundle.vae)
+        encoder = _codec(
+            encoder_backend,
+            model_dir / ENCODER_ONNX_FILE,
+            VAEEncoderMean,
+            bundle.vae,
+            codec_threads,
+        )
+        decoder = _codec(
+            decoder_backend, model_dir / DECODER_ONNX_FILE, VAEDecoder, bundle.vae, codec_threads
+        )
         return cls(
             bundle.config,
             encoder,
@@ -274,7 +304,9 @@ class NowcastPipeline:
         for indices in groups.values():
             outputs = self._run_group([prepared[i] for i in indices], progress)
             for index, output in zip(indices, outputs, strict=True):
-                results[index] = output
+                # the padding to the grid factor is cropped off again
+                height, width = prepared[index].shape
+                results[index] = np.ascontiguousarray(output[..., :height, :width])
         return results  # type: ignore[return-value]
 
     # -- steps of a forecast ------------------------------------------------------------------
@@ -303,15 +335,31 @@ class NowcastPipeline:
             raise ValueError(f"{where}eta must be >= 0, got {eta}")
         if request.constraint is not None and self.alignment is None:
             raise ValueError(f"{where}this model has no alignment network; drop the constraint")
-        missing = np.isnan(past[-1])
+        height, width = past.shape[1:]
+        # padding to the grid factor (bottom and right) is missing coverage, never rain
+        padded_h, padded_w = config.padded_shape(height, width)
+        pad = [(0, 0), (0, padded_h - height), (0, padded_w - width)]
+        missing = np.isnan(np.pad(past[-1], pad[1:], constant_values=np.nan))
         # the model sees no rain where there is no coverage; the output masks it again
-        frames = normalise_rain(np.nan_to_num(past, nan=0.0), config.rain_max_mm_h)
-        extrapolated = None
-        if config.diffusion.extrapolation:
-            nowcast = extrapolate(past, config.frames_out).rain_mm_h
-            extrapolated = torch.from_numpy(normalise_rain(nowcast, config.rain_max_mm_h))[:, None]
+        frames = normalise_rain(np.nan_to_num(np.pad(past, pad), nan=0.0), config.rain_max_mm_h)
+        extrapolated = rain_weight = None
+        if config.diffusion.extrapolation or config.precip_mask_rim_px is not None:
+            # motion once on the whole (unpadded) domain
+            nowcast = np.pad(extrapolate(past, config.frames_out).rain_mm_h, pad)
+            if config.diffusion.extrapolation:
+                normalised = normalise_rain(nowcast, config.rain_max_mm_h)
+                extrapolated = torch.from_numpy(normalised)[:, None]
+            if config.precip_mask_rim_px is not None:
+                rain_weight = rain_mask(nowcast, rim_px=config.precip_mask_rim_px)
         return _Prepared(
-            request, torch.from_numpy(frames)[:, None], missing, extrapolated, steps, eta
+            request,
+            torch.from_numpy(frames)[:, None],
+            missing,
+            extrapolated,
+            steps,
+            eta,
+            (height, width),
+            rain_weight,
         )
 
     @torch.no_grad()
@@ -353,23 +401,20 @@ class NowcastPipeline:
         residual = ResidualMap.for_config(config.diffusion, context, extrapolation)
         x0_bounds = self._latent_bounds(residual)
         shape = (batch, config.frames_out, channels, latent_h, latent_w)
+        # the noise is drawn for the full latent grid (seeded per request); the denoiser runs on
+        # tiles of the trained size, its noise prediction blended back every step (tiling.py)
         sample = randn_rows(shape, generators, device)
+        tiles = _LatentTiles.of(
+            tile_layout(latent_h, latent_w, config.max_latent_px, self._tile_overlap),
+            context,
+            extrapolation,
+        )
         for t in sampler.timesteps:
-            timestep = torch.full((batch,), t, dtype=torch.long, device=device)
-            with torch.autocast(
-                device.type, self.denoiser_dtype, enabled=self.denoiser_dtype != torch.float32
-            ):
-                eps = self.denoiser(sample, timestep, context, extrapolation=extrapolation).float()
+            eps = self._predict_noise(sample, t, tiles)
             mean_shift = None
             if guidance is not None:
                 mean_shift = self._guidance_shift(
-                    guidance,
-                    sample,
-                    t,
-                    context,
-                    extrapolation,
-                    residual,
-                    sampler.guidance_weight(t),
+                    guidance, sample, t, tiles, residual, sampler.guidance_weight(t)
                 )
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
@@ -385,28 +430,66 @@ class NowcastPipeline:
         outputs = []
         for item, part in zip(group, np.split(rain, np.cumsum(members)[:-1]), strict=True):
             part = part.astype(np.float32, copy=True)
+            if item.rain_weight is not None:
+                part *= item.rain_weight
             part[:, :, item.missing] = np.nan
             outputs.append(part)
         return outputs
+
+    def _predict_noise(self, sample: torch.Tensor, t: int, tiles: _LatentTiles) -> torch.Tensor:
+        """The denoiser's eps `(B, T_out, C, h, w)` at step `t`: on a grid above the trained
+        size, over all tiles (in calls of at most `tile_rows` rows), blended by `tiles.weight`."""
+        rows = split_tiles(sample, tiles.layout)
+        chunk = self.tile_rows if tiles.layout.count > 1 else rows.shape[0]
+        parts = []
+        for start in range(0, rows.shape[0], chunk):
+            part = slice(start, start + chunk)
+            timestep = torch.full((rows[part].shape[0],), t, dtype=torch.long, device=sample.device)
+            extrapolation = None if tiles.extrapolation is None else tiles.extrapolation[part]
+            with torch.autocast(
+                sample.device.type,
+                self.denoiser_dtype,
+                enabled=self.denoiser_dtype != torch.float32,
+            ):
+                eps = self.denoiser(
+                    rows[part], timestep, tiles.context[part], extrapolation=extrapolation
+                )
+            parts.append(eps.float())
+        return merge_tiles(torch.cat(parts), tiles.layout, tiles.weight)
 
     def _guidance_shift(
         self,
         guidance: IntensityGuidance,
         sample: torch.Tensor,
         t: int,
-        context: torch.Tensor,
-        extrapolation: torch.Tensor | None,
+        tiles: _LatentTiles,
         residual: ResidualMap,
         weight: float,
     ) -> torch.Tensor | None:
-        """The guidance mean shift of the sampler's state at step `t`."""
-        if extrapolation is not None:
+        """The guidance mean shift of the sampler's state at step `t`.
+
+        On a tiled grid every tile is steered toward the request's target with its own
+        alignment prediction, and the shifts are blended like the noise: the target is a mean
+        rate, so each tile's mean being near it puts the domain's mean near it too.
+        """
+        if tiles.extrapolation is not None:
             # a motion-aware alignment net reads what the denoiser reads
-            return guidance.mean_shift(sample, t, context, weight, extrapolation)
-        # older nets read noisy absolute latents, x_t + sqrt(alpha_prod_t) origin (the same
-        # shift for both)
-        noisy = sample + math.sqrt(self.schedule.alpha_prod(t)) * residual.origin
-        return guidance.mean_shift(noisy, t, context, weight)
+            reads = sample
+        else:
+            # older nets read noisy absolute latents, x_t + sqrt(alpha_prod_t) origin (the same
+            # shift for both)
+            reads = sample + math.sqrt(self.schedule.alpha_prod(t)) * residual.origin
+        layout = tiles.layout
+        if layout.count > 1:
+            guidance = IntensityGuidance(
+                guidance.alignment_net,
+                guidance.target_norm.repeat(layout.count),
+                guidance.scale.repeat(layout.count),
+            )
+        shift = guidance.mean_shift(
+            split_tiles(reads, layout), t, tiles.context, weight, tiles.extrapolation
+        )
+        return None if shift is None else merge_tiles(shift, layout, tiles.weight)
 
     def _guidance(self, group: list[_Prepared], members: list[int]) -> IntensityGuidance | None:
         """Guidance with a per-row target and lambda (0 for requests without a constraint)."""
@@ -451,9 +534,55 @@ class NowcastPipeline:
         high = torch.tensor(config.latent_max, device=self.device).reshape(shape)
         return residual.bounds(low, high)
 
+    @property
+    def _tile_overlap(self) -> int:
+        """Overlap of neighbouring latent tiles [latent px]."""
+        return max(1, int(self.config.max_latent_px * TILE_OVERLAP_FRACTION))
+
     def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(flat, max(self.codec_chunk, 1))
-        return torch.cat([codec(part) for part in parts])
+        """Encoder `(N, 1, H, W)` -> `(N, C, h, w)` or decoder `(N, C, h, w)` -> `(N, 1, H, W)`
+        in chunks of `codec_chunk` frames; grids above the trained size as overlapping tiles of
+        it, blended in the output's space (the VAE's attention and norms saw 256 px crops)."""
+        chunk = max(self.codec_chunk, 1)
+        latent_tile = self.config.max_latent_px
+        is_decoder = codec is self.decoder
+        tile_in = latent_tile if is_decoder else latent_tile * VAE_DOWNSAMPLE_FACTOR
+        height, width = flat.shape[-2:]
+        if height <= tile_in and width <= tile_in:
+            return torch.cat([codec(part) for part in torch.split(flat, chunk)])
+        latent_grid = (height, width) if is_decoder else (height // 8, width // 8)
+        latent = tile_layout(*latent_grid, latent_tile, self._tile_overlap)
+        pixel = latent.scaled(VAE_DOWNSAMPLE_FACTOR)
+        layout_in, layout_out = (latent, pixel) if is_decoder else (pixel, latent)
+        weight = tile_weight(layout_out, flat.device)
+        outputs = []
+        for frames in torch.split(flat, chunk):
+            rows = split_tiles(frames, layout_in)
+            coded = torch.cat([codec(part) for part in torch.split(rows, chunk)])
+            outputs.append(merge_tiles(coded.float(), layout_out, weight))
+        return torch.cat(outputs)
+
+
+@dataclass(frozen=True)
+class _LatentTiles:
+    """The tile layout of a latent grid, its blending weight and the conditioning latents
+    split into tiles once (they do not change between sampler steps)."""
+
+    layout: TileLayout
+    weight: torch.Tensor
+    context: torch.Tensor
+    extrapolation: torch.Tensor | None
+
+    @classmethod
+    def of(
+        cls, layout: TileLayout, context: torch.Tensor, extrapolation: torch.Tensor | None
+    ) -> _LatentTiles:
+        return cls(
+            layout,
+            tile_weight(layout, context.device),
+            split_tiles(context, layout),
+            None if extrapolation is None else split_tiles(extrapolation, layout),
+        )
 
 
 class _Progress:
@@ -493,9 +622,15 @@ def _on_device(codec: Codec, device: torch.device) -> Codec:
     return codec
 
 
-def _codec(backend: str, onnx_path: Path, torch_wrapper: type[nn.Module], vae: nn.Module) -> Codec:
+def _codec(
+    backend: str,
+    onnx_path: Path,
+    torch_wrapper: type[nn.Module],
+    vae: nn.Module,
+    threads: int | None = None,
+) -> Codec:
     if backend == "onnx":
-        return OnnxCodecSession(onnx_path)
+        return OnnxCodecSession(onnx_path, intra_op_threads=threads)
     if backend == "torch":
         return torch_wrapper(vae)
     raise ValueError(f"unknown codec backend {backend!r}; choose 'onnx' or 'torch'")

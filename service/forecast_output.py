@@ -1,16 +1,33 @@
 """Write a forecast ensemble as CF-1.8 NetCDF bytes (ARCHITECTURE.md, "Output NetCDF").
 
 Products: the members (`precip`), the ensemble mean (`precip_mean`), exceedance probabilities at
-thresholds (`exceedance_probability`) and percentiles over members (`precip_percentile`). The
-input's horizontal coordinates and grid mapping are copied through, and pixels without radar
-coverage in the last input frame are missing (`_FillValue`) in every product.
+thresholds (`probability_of_lwe_precipitation_rate_above_threshold`) and percentiles over members
+(`precip_percentile`). The input's horizontal coordinates and grid mapping are copied through, and
+pixels without radar coverage in the last input frame are missing (`_FillValue`) in every product.
+
+CF names, so that CF-aware tools (cf_xarray, Iris, IMPROVER-style post-processing) find each
+product by name without ambiguity: only the members carry `standard_name =
+lwe_precipitation_rate`. The mean and the percentiles are statistics over members: they carry
+`cell_methods` (`realization: mean`; the percentiles `realization: point` would be wrong and CF
+has no percentile method, so they are described by their `percentile` coordinate, as IMPROVER
+does) and a long_name, but no standard_name, which would make a lookup by standard name match
+three variables. The probabilities follow IMPROVER's naming: the variable
+`probability_of_lwe_precipitation_rate_above_threshold` (long_name the same, units 1) over a
+`threshold` coordinate in `mm h-1` with `spp__relative_to_threshold = greater_than` (and, unlike
+IMPROVER, no standard_name: a lookup by `lwe_precipitation_rate` would match it too); the
+rain-rate variables point to the probabilities through `ancillary_variables`.
 
 Storage: rain-rate variables (`precip`, `precip_mean`, `precip_percentile`) are float32 quantised
 the way the input radar files are, netCDF4's `least_significant_digit = 2`: values are rounded to
 multiples of 1/128 mm h-1 (error <= 1/256 mm h-1, far below what radar or model resolve), so the
 low mantissa bits are zero and zlib + shuffle compress them well. Not a packed int16: with a
 1/128 or 0.01 mm h-1 step it tops out at 256 or 327 mm h-1, below the 500 mm h-1 inputs may hold,
-and float32 keeps decoding trivial. `exceedance_probability` (k / members) is stored exactly.
+and float32 keeps decoding trivial. The rounding happens before the products are derived, so the
+probabilities and the mean recomputed from the stored members are the stored ones. Probabilities
+(k / members) are float32. Times are float64 seconds since 1970 (exact for whole seconds; CF-1.8
+has no 64-bit integer type). The file is written to a real file on disk and read back: a file
+that netCDF-C writes in memory cannot be opened for writing again (NCO's `ncatted` fails with
+NC_ECANTWRITE), see `_write_file`.
 Measured on a 10 x 12 x 256 x 256 forecast from MeteoSwiss fields (default products): 26.2 MB
 in 0.88 s unquantised at complevel 4; 9.5 MB in 0.36 s quantised at complevel 2 (complevel 4:
 8.9 MB in 0.50 s).
@@ -20,23 +37,39 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from service.radar_input import NETCDF_LIBRARY_LOCK, RAIN_RATE_STANDARD_NAME, RadarInput
+from service.radar_input import (
+    MAX_RAIN_MM_H,
+    NETCDF_LIBRARY_LOCK,
+    RAIN_RATE_STANDARD_NAME,
+    RadarInput,
+)
 
 PRODUCTS = ("members", "mean", "exceedance", "percentiles")
 DEFAULT_PRODUCTS = ("members", "mean", "exceedance")
 DEFAULT_THRESHOLDS_MM_H = (0.1, 1.0, 5.0, 10.0)
 DEFAULT_PERCENTILES = (10.0, 50.0, 90.0)
 
+# variable names of the products (the file's contract, README "Forecast file")
+MEMBERS_VARIABLE = "precip"
+MEAN_VARIABLE = "precip_mean"
+PERCENTILE_VARIABLE = "precip_percentile"
+PROBABILITY_VARIABLE = "probability_of_lwe_precipitation_rate_above_threshold"
+THRESHOLD_RELATION = "greater_than"
+
 DEFAULT_TITLE = "Precipitation nowcast ensemble (PreDiff latent diffusion)"
 FILL_VALUE = np.float32(-1.0)
 # rain rates rounded to multiples of 1/128 mm h-1, as in the input files (see module docstring)
 RAIN_RATE_LEAST_SIGNIFICANT_DIGIT = 2
+# the step netCDF4 rounds to for that digit: 2**ceil(log2(10**digit)) steps per unit
+RAIN_RATE_STEPS_PER_MM_H = 2.0 ** np.ceil(np.log2(10.0**RAIN_RATE_LEAST_SIGNIFICANT_DIGIT))
 # zlib level 2: within ~7 % of level 4's size, ~30 % faster to write (module docstring)
 COMPRESSION_LEVEL = 2
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"
@@ -62,12 +95,13 @@ def write_forecast_netcdf(
         `(M, T_out, H, W)` float32: rain rate [mm h-1] of M members at T_out lead times, NaN = no
         coverage. `(H, W)` is the input grid.
     radar : RadarInput
-        The validated input: last input time (the forecast reference time), grid, coverage.
+        The validated input: last input time (the forecast reference time), grid, coverage, and
+        how it was converted to rain rate (recorded in the global attributes).
     interval_s : int
         Time step between forecast frames [s]; valid times are reference + k * interval_s,
         k = 1..T_out.
     thresholds_mm_h : sequence of float
-        Thresholds [mm h-1] of `exceedance_probability` (fraction of members > threshold).
+        Thresholds [mm h-1] of the exceedance probabilities (fraction of members > threshold).
     products : sequence of str
         Any of "members", "mean", "exceedance", "percentiles".
     percentiles : sequence of float
@@ -81,8 +115,8 @@ def write_forecast_netcdf(
     Returns
     -------
     bytes
-        The NetCDF-4 file: `precip(realization, time, y, x)` etc. (ARCHITECTURE.md); rain rates
-        rounded to multiples of 1/128 mm h-1 (module docstring).
+        The NetCDF-4 file: `precip(realization, time, y, x)` etc. (module docstring); rain rates
+        rounded to multiples of 1/128 mm h-1, every product derived from the rounded members.
     """
     forecast = np.asarray(forecast_mm_h, dtype=np.float32)
     products = tuple(products)
@@ -100,10 +134,12 @@ def write_forecast_netcdf(
         )
     # the file's contract, whatever made the forecast: no coverage in the last input -> missing
     forecast = np.where(np.isnan(radar.rain_mm_h[-1]), np.float32(np.nan), forecast)
+    # rounded as stored, before any product is derived (module docstring)
+    forecast = quantise_rain_rate(forecast)
     n_members, n_leads = forecast.shape[:2]
 
     reference = np.datetime64(radar.times[-1], "ns")
-    period_s = interval_s * np.arange(1, n_leads + 1, dtype=np.int64)
+    period_s = interval_s * np.arange(1, n_leads + 1, dtype=np.int32)
     valid = reference + period_s.astype("timedelta64[s]")
     grid_mapping = radar.grid_mapping_name
     space = ("time", row_dim, col_dim)
@@ -114,69 +150,121 @@ def write_forecast_netcdf(
         forecast_period=("time", period_s, _PERIOD_ATTRS),
         forecast_reference_time=((), reference, _REFERENCE_TIME_ATTRS),
     )
-    rate_attrs = {"standard_name": RAIN_RATE_STANDARD_NAME, "units": "mm h-1"}
     if "members" in products:
         ds = ds.assign_coords(
             realization=("realization", np.arange(n_members, dtype=np.int32), _MEMBER_ATTRS)
         )
-        ds["precip"] = (
+        ds[MEMBERS_VARIABLE] = (
             ("realization", *space),
             forecast,
-            {**rate_attrs, "long_name": "precipitation rate, ensemble member"},
+            {
+                "standard_name": RAIN_RATE_STANDARD_NAME,
+                "long_name": "precipitation rate, ensemble member",
+                "units": "mm h-1",
+            },
         )
     valid_members = np.sum(~np.isnan(forecast), axis=0)  # (T_out, H, W)
     missing = valid_members == 0
     if "mean" in products:
         with np.errstate(invalid="ignore"):
             mean = np.where(missing, np.nan, np.nansum(forecast, axis=0) / valid_members)
-        ds["precip_mean"] = (
+        ds[MEAN_VARIABLE] = (
             space,
-            mean.astype(np.float32),
+            quantise_rain_rate(mean),
             {
-                **rate_attrs,
                 "long_name": "precipitation rate, ensemble mean",
-                "comment": f"mean over the {n_members} members",
+                "units": "mm h-1",
+                "cell_methods": "realization: mean",
+                "comment": f"mean over the {n_members} members of {MEMBERS_VARIABLE} "
+                f"({RAIN_RATE_STANDARD_NAME}); no standard_name, so that only the members "
+                "answer to it",
             },
         )
     if "exceedance" in products:
         thresholds = np.asarray(thresholds_mm_h, dtype=np.float32)
-        counts = np.stack([np.sum(forecast > t, axis=0) for t in thresholds])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fraction = np.where(missing, np.nan, counts / valid_members)
         ds = ds.assign_coords(threshold=("threshold", thresholds, _THRESHOLD_ATTRS))
-        ds["exceedance_probability"] = (
+        ds[PROBABILITY_VARIABLE] = (
             ("threshold", *space),
-            fraction.astype(np.float32),
+            exceedance_probability(forecast, thresholds),
             {
-                "long_name": "probability of precipitation rate above threshold",
+                "long_name": PROBABILITY_VARIABLE,
                 "units": "1",
-                "comment": f"fraction of the {n_members} members with precip > threshold",
+                "comment": f"fraction of the {n_members} members (those with coverage) whose "
+                f"stored {MEMBERS_VARIABLE} is greater than the threshold",
             },
         )
     if "percentiles" in products:
         levels = np.asarray(percentiles, dtype=np.float32)
-        values = percentiles_over_members(forecast, levels)
         ds = ds.assign_coords(percentile=("percentile", levels, _PERCENTILE_ATTRS))
-        ds["precip_percentile"] = (
+        ds[PERCENTILE_VARIABLE] = (
             ("percentile", *space),
-            values,
+            quantise_rain_rate(percentiles_over_members(forecast, levels)),
             {
-                **rate_attrs,
                 "long_name": "precipitation rate, percentile over ensemble members",
+                "units": "mm h-1",
+                "comment": f"percentiles over the {n_members} members of {MEMBERS_VARIABLE} "
+                "(NumPy's linear method), one per value of the percentile coordinate",
             },
         )
 
     for name in _PRODUCT_VARIABLES:
         if name in ds and grid_mapping:
             ds[name].attrs["grid_mapping"] = grid_mapping
+    if PROBABILITY_VARIABLE in ds:
+        for name in _RAIN_RATE_VARIABLES:
+            if name in ds:
+                ds[name].attrs["ancillary_variables"] = PROBABILITY_VARIABLE
     ds.attrs = _global_attrs(radar, attrs, n_members=n_members, n_leads=n_leads)
-    encoding = _encoding(ds, row_dim, col_dim)
-    with NETCDF_LIBRARY_LOCK:
-        return bytes(ds.to_netcdf(engine="netcdf4", format="NETCDF4", encoding=encoding))
+    return _write_file(ds, _encoding(ds, row_dim, col_dim))
 
 
-_PRODUCT_VARIABLES = ("precip", "precip_mean", "exceedance_probability", "precip_percentile")
-_RAIN_RATE_VARIABLES = ("precip", "precip_mean", "precip_percentile")
+def quantise_rain_rate(rain_mm_h: np.ndarray) -> np.ndarray:
+    """Round rain rates [mm h-1] to multiples of 1/128 mm h-1 as float32, exactly as netCDF4 does
+    for `least_significant_digit = 2` (so storing them changes nothing); NaN stays NaN."""
+    values = np.asarray(rain_mm_h, dtype=np.float32)
+    # scaling by a power of two and rounding are exact in float32
+    return (np.around(values * RAIN_RATE_STEPS_PER_MM_H) / RAIN_RATE_STEPS_PER_MM_H).astype(
+        np.float32
+    )
+
+
+def exceedance_probability(forecast_mm_h: np.ndarray, thresholds_mm_h: np.ndarray) -> np.ndarray:
+    """Fraction of members above each threshold, among the members with a value.
+
+    Parameters
+    ----------
+    forecast_mm_h : np.ndarray
+        `(M, T, H, W)` float32 rain rate [mm h-1], NaN = missing.
+    thresholds_mm_h : np.ndarray
+        `(K,)` float32 thresholds [mm h-1]; "above" is strictly greater than.
+
+    Returns
+    -------
+    np.ndarray
+        `(K, T, H, W)` float32 in [0, 1]; NaN where every member is NaN.
+    """
+    valid_members = np.sum(~np.isnan(forecast_mm_h), axis=0)
+    counts = np.stack([np.sum(forecast_mm_h > t, axis=0) for t in thresholds_mm_h])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(valid_members == 0, np.nan, counts / valid_members)
+    return fraction.astype(np.float32)
+
+
+def _write_file(ds: xr.Dataset, encoding: dict[str, dict[str, Any]]) -> bytes:
+    # Through a real file, not `to_netcdf()` to memory: an HDF5 image that netCDF-C builds in
+    # memory (NC_DISKLESS/NC_MEMIO) cannot be opened for writing again, neither by NCO
+    # (`ncatted`: NC_ECANTWRITE) nor by netCDF4 append mode, until it is copied with nccopy;
+    # the same dataset written to a file can (test_forecast_cf_tools.py). The cause is inside
+    # the HDF5 image (not the consistency flags, not the padded size: both checked).
+    with tempfile.TemporaryDirectory(prefix="nowcast-forecast-") as folder:
+        path = Path(folder) / "forecast.nc"
+        with NETCDF_LIBRARY_LOCK:
+            ds.to_netcdf(path, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        return path.read_bytes()
+
+
+_PRODUCT_VARIABLES = (MEMBERS_VARIABLE, MEAN_VARIABLE, PROBABILITY_VARIABLE, PERCENTILE_VARIABLE)
+_RAIN_RATE_VARIABLES = (MEMBERS_VARIABLE, MEAN_VARIABLE, PERCENTILE_VARIABLE)
 _TIME_ATTRS = {"standard_name": "time", "long_name": "forecast valid time", "axis": "T"}
 _PERIOD_ATTRS = {
     "standard_name": "forecast_period",
@@ -189,9 +277,15 @@ _REFERENCE_TIME_ATTRS = {
 }
 _MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member", "units": "1"}
 _THRESHOLD_ATTRS = {
-    "standard_name": RAIN_RATE_STANDARD_NAME,
-    "long_name": "precipitation rate threshold",
+    # IMPROVER gives this coordinate standard_name = lwe_precipitation_rate; here it would make
+    # a lookup by that name (cf_xarray's ds.cf[...]) match it as well as the members, so the
+    # quantity is in the long_name (see the module docstring)
+    "long_name": f"{RAIN_RATE_STANDARD_NAME} threshold",
     "units": "mm h-1",
+    # IMPROVER's name for the relation; "greater_than": strictly above the threshold
+    "spp__relative_to_threshold": THRESHOLD_RELATION,
+    "comment": f"{PROBABILITY_VARIABLE} is the probability that {RAIN_RATE_STANDARD_NAME} is "
+    "greater than (strictly) this threshold",
 }
 _PERCENTILE_ATTRS = {"long_name": "percentile over ensemble members", "units": "%"}
 
@@ -254,7 +348,15 @@ def _global_attrs(
         if isinstance(constraint, str)
         else json.dumps(constraint, sort_keys=True),
         "input_converted_from_dbz": "true" if radar.converted_from_dbz else "false",
+        "input_conversion": _input_conversion(radar),
     }
+    if radar.input_variable:
+        out["input_variable"] = radar.input_variable
+        out["input_units"] = radar.input_units
+    if radar.zr_a is not None and radar.zr_b is not None:
+        out["zr_relation"] = f"Z = {radar.zr_a:g} R^{radar.zr_b:g}"
+        out["zr_a"] = np.float64(radar.zr_a)
+        out["zr_b"] = np.float64(radar.zr_b)
     if steps is not None:
         out["steps"] = np.int32(steps)
     if seed is not None:
@@ -269,6 +371,19 @@ def _global_attrs(
         ):
             out[str(key)] = value
     return out
+
+
+def _input_conversion(radar: RadarInput) -> str:
+    """How the input became the rain rate [mm h-1] the model saw, in words."""
+    name = radar.input_variable or "the input variable"
+    if radar.converted_from_dbz:
+        return (
+            f"{name} (equivalent reflectivity factor, dBZ) converted to rain rate with the Z-R "
+            f"relation Z = a R^b, a = {radar.zr_a:g}, b = {radar.zr_b:g} (Z in mm6 m-3, R in "
+            f"mm h-1): R = (10^(dBZ/10) / a)^(1/b), capped at {MAX_RAIN_MM_H:g} mm h-1"
+        )
+    units = f" [{radar.input_units}]" if radar.input_units else ""
+    return f"{name}{units} rain rate, converted to mm h-1 by its units; no Z-R relation applied"
 
 
 def _encoding(ds: xr.Dataset, row_dim: str, col_dim: str) -> dict[str, dict[str, Any]]:
@@ -289,7 +404,13 @@ def _encoding(ds: xr.Dataset, row_dim: str, col_dim: str) -> dict[str, dict[str,
         if name in _RAIN_RATE_VARIABLES:
             encoding[name]["least_significant_digit"] = RAIN_RATE_LEAST_SIGNIFICANT_DIGIT
     for name in ("time", "forecast_reference_time"):
-        encoding[name] = {"units": TIME_UNITS, "calendar": "standard", "dtype": "int64"}
+        # float64, not int64: CF-1.8 knows no 64-bit integers (compliance-checker flags them)
+        encoding[name] = {
+            "units": TIME_UNITS,
+            "calendar": "standard",
+            "dtype": "float64",
+            "_FillValue": None,  # a coordinate: never missing, and CF forbids it there
+        }
     for name in ds.coords:
         if name not in encoding and str(name) not in ("time", "forecast_reference_time"):
             encoding[str(name)] = {"_FillValue": None}

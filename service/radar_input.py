@@ -7,9 +7,12 @@ then does xarray decode the few variables needed and load the last `frames_in` f
 declares billions of cells is refused from its header alone.
 
 Checks, in order: NetCDF signature -> readable -> rain-rate variable -> dtype -> units -> dims ->
-declared sizes (frames, grid, chunks) -> time axis (decodable, sorted, unique, regular, the model's
-interval, enough frames) -> grid coordinates -> values of the frames used (not all missing, finite,
-not negative, not absurd).
+declared sizes (frames, grid, chunks) -> time axis (decodable, sorted, unique, regular within 10 %,
+an interval of 1-15 min, enough history) -> grid coordinates and pixel size -> values of the frames
+used (not all missing, finite, not negative, not absurd) -> coverage of the last frame. Every
+problem that still lets the reading go on is collected, and one error lists all of them (a file
+that is not NetCDF, unreadable, without a rain variable or dims, or declares too much data stops
+at that). The agency's interval and pixel size are brought to the model's by `service.model_grid`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
 
 from models.config import ModelConfig
 from models.units import MARSHALL_PALMER_A, MARSHALL_PALMER_B, dbz_to_mm_h
+from service import model_grid
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,9 @@ class RadarInputError(Exception):
         Short slug naming the problem, e.g. ``"wrong-units"``, ``"interval-mismatch"``.
     detail : str
         What is wrong and how to fix it, for the user.
+
+    problems : list of RadarInputError
+        Every problem found (just this one, or all of them for a combined error).
     """
 
     def __init__(self, status: int, code: str, detail: str) -> None:
@@ -92,6 +99,42 @@ class RadarInputError(Exception):
         self.status = status
         self.code = code
         self.detail = detail
+        self.problems: list[RadarInputError] = [self]
+
+    @classmethod
+    def combine(cls, problems: list[RadarInputError]) -> RadarInputError:
+        """One error listing every problem: the single one as it is; several as
+        code "several-problems", status 413 if any is 413, else that of the first."""
+        if len(problems) == 1:
+            return problems[0]
+        status = 413 if any(p.status == 413 for p in problems) else problems[0].status
+        listed = "; ".join(f"({i}) {p.code}: {p.detail}" for i, p in enumerate(problems, 1))
+        error = cls(status, "several-problems", f"{len(problems)} problems: {listed}")
+        error.problems = list(problems)
+        return error
+
+
+class _Problems:
+    """Collects the problems of a file so that one 4xx lists all of them."""
+
+    def __init__(self) -> None:
+        self.found: list[RadarInputError] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Run a check; record its RadarInputError instead of raising it."""
+        try:
+            yield
+        except RadarInputError as exc:
+            self.found.extend(exc.problems)
+
+    def fatal(self, error: RadarInputError) -> RadarInputError:
+        """`error` stops the reading: the combined error of it and those found before."""
+        return RadarInputError.combine([*self.found, *error.problems])
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise RadarInputError.combine(self.found)
 
 
 @dataclass
@@ -101,12 +144,13 @@ class RadarInput:
     Attributes
     ----------
     rain_mm_h : np.ndarray
-        `(T_in, H, W)` float32: rain rate [mm h-1] of the last `frames_in` frames, oldest first,
-        NaN = no coverage. Finite values are >= 0.
+        `(T_in, H, W)` float32: rain rate [mm h-1] on the input's own grid at the model's
+        `frames_in` input times (`service.model_grid`: picked or interpolated), oldest first,
+        NaN = no coverage. Finite values are >= 0. The model reads `model_rain_mm_h`.
     times : np.ndarray
-        `(T_in,)` datetime64[ns]: valid times of those frames (UTC).
+        `(T_in,)` datetime64[ns]: valid times of those frames (UTC); the last is the file's last.
     interval_s : int
-        Time step between frames [s].
+        Time step between those frames [s] (the model's).
     grid : xr.Dataset
         Only the horizontal coordinates (y/x or lat/lon, with their attributes) and, when the file
         has one, the grid-mapping variable with its attributes; copied into the output.
@@ -114,6 +158,13 @@ class RadarInput:
         Global attributes of the input file (institution, title, ...).
     converted_from_dbz : bool
         True when the file held reflectivity [dBZ], converted with Z = a R^b.
+    input_variable : str
+        Name of the variable the frames were read from.
+    input_units : str
+        Its `units` attribute as the file gave it (e.g. "mm h-1", "mm s-1", "dBZ").
+    zr_a, zr_b : float or None
+        Z-R relation Z = a R^b (Z [mm6 m-3], R [mm h-1]) applied to reflectivity input; None
+        when the file held rain rates.
     """
 
     rain_mm_h: np.ndarray
@@ -122,6 +173,48 @@ class RadarInput:
     grid: xr.Dataset
     source_attrs: dict[str, Any] = field(default_factory=dict)
     converted_from_dbz: bool = False
+    input_variable: str = ""
+    input_units: str = ""
+    zr_a: float | None = None
+    zr_b: float | None = None
+    input_interval_s: float | None = None
+    time_resampling: str = "none"
+    pixel_size_m: tuple[float, float] | None = None
+    block: tuple[int, int] = (1, 1)
+
+    @property
+    def model_rain_mm_h(self) -> np.ndarray:
+        """`(T_in, h, w)` float32 [mm h-1] at the model's pixel size: what the pipeline reads
+        (block means of `rain_mm_h` over `block` cells; the same array when `block` is 1 x 1)."""
+        from models.regrid import block_mean
+
+        return block_mean(self.rain_mm_h, self.block)
+
+    def to_input_grid(self, forecast_mm_h: np.ndarray) -> np.ndarray:
+        """`(M, T_out, h, w)` forecast on the model's grid -> `(M, T_out, H, W)` float32 on the
+        input's grid (bilinear from the block centres, `models.regrid.upsample`)."""
+        from models.regrid import upsample
+
+        return upsample(forecast_mm_h, self.block, self.rain_mm_h.shape[-2:])
+
+    @property
+    def processing_attrs(self) -> dict[str, str | float]:
+        """Global attributes of the output saying what was done to the input's time steps
+        and pixels."""
+        attrs: dict[str, str | float] = {"input_time_resampling": self.time_resampling}
+        if self.input_interval_s is not None:
+            attrs["input_interval_s"] = float(self.input_interval_s)
+        if self.pixel_size_m is not None:
+            attrs["input_pixel_size_m"] = " ".join(f"{p:.6g}" for p in self.pixel_size_m)
+        if self.block == (1, 1):
+            attrs["input_regridding"] = "none: the input's pixels are used as they are"
+        else:
+            attrs["input_regridding"] = (
+                f"block means over {self.block[0]} x {self.block[1]} input pixels (rows x "
+                "columns) for the model; forecast interpolated back to the input grid "
+                "(bilinear between block centres)"
+            )
+        return attrs
 
     @property
     def grid_mapping_name(self) -> str | None:
@@ -159,6 +252,7 @@ def read_radar_netcdf(
     zr_a: float = MARSHALL_PALMER_A,
     zr_b: float = MARSHALL_PALMER_B,
     max_rain_mm_h: float = MAX_RAIN_MM_H,
+    resample: bool = True,
 ) -> RadarInput:
     """Parse and validate a radar sequence from the bytes of a CF-NetCDF file.
 
@@ -174,6 +268,10 @@ def read_radar_netcdf(
     max_rain_mm_h : float
         Rain rates above this [mm h-1] are refused as absurd; converted reflectivity is capped here
         instead (hail cores are real, their Z-R rain rate is not).
+    resample : bool
+        Bring the frames onto the model's times (motion-compensated interpolation where no frame
+        is on time: seconds of CPU at 512 px). False only validates, as the API does: every
+        check runs, and `rain_mm_h` holds the nearest frame to each model time instead.
 
     Returns
     -------
@@ -188,36 +286,123 @@ def read_radar_netcdf(
     data = bytes(data)
     _check_signature(data)
     with NETCDF_LIBRARY_LOCK:
-        return _read_validated(data, config, zr_a=zr_a, zr_b=zr_b, max_rain_mm_h=max_rain_mm_h)
+        return _read_validated(
+            data,
+            config,
+            zr_a=zr_a,
+            zr_b=zr_b,
+            max_rain_mm_h=max_rain_mm_h,
+            resample=resample,
+        )
 
 
 def _read_validated(
-    data: bytes, config: ModelConfig, *, zr_a: float, zr_b: float, max_rain_mm_h: float
+    data: bytes,
+    config: ModelConfig,
+    *,
+    zr_a: float,
+    zr_b: float,
+    max_rain_mm_h: float,
+    resample: bool = True,
 ) -> RadarInput:
     nc = _open_in_memory(data)
+    problems = _Problems()
     try:
         with _read_errors_as_unreadable(len(data)):
             with NETCDF4_PYTHON_LOCK:
-                layout = _inspect_header(nc, config)
+                layout = _inspect_header(nc, config, problems)
             ds = _open_with_xarray(nc, layout)
-            times = _check_time_axis(ds, layout, config)
-            grid = _grid_of(ds, layout)
-            frames = ds[layout.var].isel({layout.time_dim: slice(-config.frames_in, None)})
-            # the only bulk read: frames_in x H x W, bounded by the header checks above
+            times, plan = _check_time_axis(ds, layout, config, problems)
+            grid, pixel_m, block = _grid_of(ds, layout, config, problems)
+            # the frames the model's input times come from (or, when the times are unusable,
+            # the last frames, so that their values are checked too)
+            sources = (
+                plan.sources if plan else list(range(-min(config.frames_in, layout.n_time), 0))
+            )
+            frames = ds[layout.var].isel({layout.time_dim: sources})
+            # the only bulk read: at most ~31 frames of H x W, bounded by the header checks
             values = np.asarray(frames.values, dtype=np.float64)
-        rain_mm_h = _rain_rate_of(values, layout, zr_a=zr_a, zr_b=zr_b, max_mm_h=max_rain_mm_h)
+        # values in units that were not understood would be judged wrongly: not checked then
+        if any(p.code == "wrong-units" for p in problems.found):
+            problems.raise_any()
+        with problems.collect():
+            rain_mm_h = _rain_rate_of(
+                values,
+                layout,
+                zr_a=zr_a,
+                zr_b=zr_b,
+                max_mm_h=max_rain_mm_h,
+                model_max_mm_h=config.rain_max_mm_h,
+            )
+            _check_coverage(rain_mm_h[-1], layout.var)
+        problems.raise_any()
         source_attrs = {str(k): _plain(v) for k, v in ds.attrs.items()}
+        input_units = str(ds[layout.var].attrs.get("units", ""))
     finally:
         with NETCDF4_PYTHON_LOCK:
             nc.close()
+    assert plan is not None  # no problems: the times were usable
+    if resample:
+        rain_mm_h, resampling = _on_model_times(rain_mm_h, times, plan, config)
+    else:
+        rain_mm_h, resampling = _nearest_frames(rain_mm_h, times, plan), "not done (validated only)"
     return RadarInput(
         rain_mm_h=rain_mm_h,
-        times=times[-config.frames_in :],
+        times=plan.targets,
         interval_s=config.interval_s,
         grid=grid,
         source_attrs=source_attrs,
         converted_from_dbz=layout.is_reflectivity,
+        input_variable=layout.var,
+        input_units=input_units,
+        zr_a=float(zr_a) if layout.is_reflectivity else None,
+        zr_b=float(zr_b) if layout.is_reflectivity else None,
+        input_interval_s=plan.input_interval_s,
+        time_resampling=resampling,
+        pixel_size_m=pixel_m,
+        block=block,
     )
+
+
+def _on_model_times(
+    rain_mm_h: np.ndarray, times: np.ndarray, plan: model_grid.TimePlan, config: ModelConfig
+) -> tuple[np.ndarray, str]:
+    """The frames read (`plan.sources`) -> `(frames_in, H, W)` at `plan.targets`, and what
+    was done (for the output's attributes)."""
+    from models.interpolation import resample_frames
+
+    def seconds(t: np.ndarray) -> np.ndarray:
+        return (t - times[-1]).astype("timedelta64[ms]").astype(np.float64) / 1000.0
+
+    resampled = resample_frames(
+        rain_mm_h, seconds(times[plan.sources]), seconds(plan.targets), plan.tolerance_s
+    )
+    interpolated = int(resampled.interpolated.sum())
+    return resampled.rain_mm_h, plan.description(interpolated, config.interval_s)
+
+
+def _nearest_frames(
+    rain_mm_h: np.ndarray, times: np.ndarray, plan: model_grid.TimePlan
+) -> np.ndarray:
+    """The frame read nearest to each of `plan.targets`: `(frames_in, H, W)`, a cheap stand-in
+    for the resampled frames when only validating."""
+    read = times[plan.sources]
+    nearest = [int(np.argmin(np.abs(read - target))) for target in plan.targets]
+    return rain_mm_h[nearest]
+
+
+def _check_coverage(last_mm_h: np.ndarray, name: str) -> None:
+    """Refuse a last frame (`(H, W)`, NaN = no coverage) with (almost) no coverage: the forecast
+    starts from it, and would be missing (or rest on a few pixels) everywhere."""
+    covered = float(np.mean(~np.isnan(last_mm_h)))
+    if covered < model_grid.MIN_COVERAGE_FRACTION:
+        raise RadarInputError(
+            422,
+            "no-coverage",
+            f"the last frame of {name!r} has radar coverage on {covered:.2%} of its pixels "
+            f"(at least {model_grid.MIN_COVERAGE_FRACTION:.0%} needed): the forecast starts "
+            "from it; send a sequence whose last frame has data (check its _FillValue)",
+        )
 
 
 # ---------------------------------------------------------------------------- file and header
@@ -275,15 +460,28 @@ def _read_errors_as_unreadable(size: int) -> Iterator[None]:
         raise _unreadable(exc, size) from None
 
 
-def _inspect_header(nc: netCDF4.Dataset, config: ModelConfig) -> _Layout:
-    """Choose the rain variable and check everything the header alone can tell. Reads no data."""
+def _inspect_header(nc: netCDF4.Dataset, config: ModelConfig, problems: _Problems) -> _Layout:
+    """Choose the rain variable and check everything the header alone can tell. Reads no data.
+
+    Problems that still let the reading go on are collected in `problems`; a file whose
+    variable or dims cannot be found, or that declares too much data, stops here."""
     var_name, is_reflectivity = _find_rain_variable(nc)
     var = nc.variables[var_name]
-    _check_dtype(var)
-    to_mm_h = _check_units(var, is_reflectivity)
-    time_dim, y_dim, x_dim = _check_dims(nc, var)
+    try:
+        _check_dtype(var)  # values of another type cannot even be read
+    except RadarInputError as exc:
+        raise problems.fatal(exc) from None
+    to_mm_h = 1.0
+    with problems.collect():
+        to_mm_h = _check_units(var, is_reflectivity)
+    try:
+        time_dim, y_dim, x_dim = _check_dims(nc, var)
+    except RadarInputError as exc:
+        raise problems.fatal(exc) from None
     n_time, height, width = (len(nc.dimensions[d]) for d in (time_dim, y_dim, x_dim))
-    _check_declared_sizes(var, n_time, height, width, config)
+    _check_declared_sizes(var, n_time, height, width, config, problems)
+    if any(p.status == 413 for p in problems.found):
+        problems.raise_any()  # nothing more is read from a file that declares too much
     grid_mapping = getattr(var, "grid_mapping", None)
     if not isinstance(grid_mapping, str) or grid_mapping not in nc.variables:
         # A dangling reference would make the output fail CF checks; drop it rather than refuse.
@@ -435,57 +633,64 @@ def _check_dims(nc: netCDF4.Dataset, var: netCDF4.Variable) -> tuple[str, str, s
 
 
 def _check_declared_sizes(
-    var: netCDF4.Variable, n_time: int, height: int, width: int, config: ModelConfig
+    var: netCDF4.Variable,
+    n_time: int,
+    height: int,
+    width: int,
+    config: ModelConfig,
+    problems: _Problems,
 ) -> None:
     if n_time > MAX_TIME_STEPS:
-        raise RadarInputError(
-            413,
-            "too-many-frames",
-            f"variable {var.name!r} declares {n_time:,} time steps (at most {MAX_TIME_STEPS:,} are "
-            f"read); send only the last frames: the model uses the last {config.frames_in}",
+        problems.found.append(
+            RadarInputError(
+                413,
+                "too-many-frames",
+                f"variable {var.name!r} declares {n_time:,} time steps (at most "
+                f"{MAX_TIME_STEPS:,} are read); send only the last frames: the model uses the "
+                f"last {(config.frames_in - 1) * config.interval_s / 60:g} min",
+            )
         )
-    _check_grid(var.name, height, width, config)
+    with problems.collect():
+        _check_grid(var.name, height, width, config)
     chunking = var.chunking()
     if chunking != "contiguous" and chunking is not None:
         chunk_cells = math.prod(int(c) for c in chunking)
         if chunk_cells > MAX_CHUNK_CELLS:
-            raise RadarInputError(
-                413,
-                "chunks-too-large",
-                f"variable {var.name!r} is stored in chunks of {tuple(chunking)} = "
-                f"{chunk_cells:,} cells, each decompressed whole to read it (limit "
-                f"{MAX_CHUNK_CELLS:,}); write it with one frame per chunk, e.g. "
-                f"chunksizes=(1, {height}, {width})",
+            problems.found.append(
+                RadarInputError(
+                    413,
+                    "chunks-too-large",
+                    f"variable {var.name!r} is stored in chunks of {tuple(chunking)} = "
+                    f"{chunk_cells:,} cells, each decompressed whole to read it (limit "
+                    f"{MAX_CHUNK_CELLS:,}); write it with one frame per chunk, e.g. "
+                    f"chunksizes=(1, {height}, {width})",
+                )
             )
-    if n_time < config.frames_in:
-        raise RadarInputError(
-            422,
-            "too-few-frames",
-            f"variable {var.name!r} has {n_time} time step(s); model {config.name!r} needs at "
-            f"least {config.frames_in} consecutive frames at {config.interval_s} s (the last "
-            f"{config.frames_in} are used): send a longer sequence",
+    if n_time < 2:
+        # the history the model needs is checked on the decoded times (model_grid.plan_times)
+        problems.found.append(
+            RadarInputError(
+                422,
+                "too-few-frames",
+                f"variable {var.name!r} has {n_time} time step(s); model {config.name!r} needs "
+                f"{(config.frames_in - 1) * config.interval_s / 60:g} min of frames (e.g. "
+                f"{config.frames_in} at {config.interval_s / 60:g} min): send a longer sequence",
+            )
         )
 
 
 def _check_grid(var_name: str, height: int, width: int, config: ModelConfig) -> None:
-    """Refuse grids the model cannot take, with `ModelConfig.check_grid`'s message."""
+    """Refuse grids above the largest accepted side (`ModelConfig.check_grid`) with a 413:
+    nothing of such a file is read. Any smaller size is taken (padded and tiled)."""
     try:
         config.check_grid(height, width)
     except ValueError as exc:
-        # Same order as check_grid: height before width, multiple before maximum.
-        code = "grid-not-multiple"
-        for side in (height, width):
-            if side <= 0 or side % config.grid_factor:
-                break
-            if side > config.max_grid_px:
-                code = "grid-too-large"
-                break
         raise RadarInputError(
-            422,
-            code,
+            413,
+            "grid-too-large",
             f"variable {var_name!r} has a grid of {height} x {width} px (rows x columns): "
-            f"{exc} (model {config.name!r} takes grids of at most {config.max_grid_px} px "
-            f"per side in multiples of {config.grid_factor} px)",
+            f"{exc} (model {config.name!r} takes composites of up to {config.max_domain_px} x "
+            f"{config.max_domain_px} px, any size below that)",
         ) from None
 
 
@@ -520,8 +725,23 @@ def _open_with_xarray(nc: netCDF4.Dataset, layout: _Layout) -> xr.Dataset:
         ) from None
 
 
-def _check_time_axis(ds: xr.Dataset, layout: _Layout, config: ModelConfig) -> np.ndarray:
-    """Validated `(T,)` datetime64[ns] times of the whole file."""
+def _check_time_axis(
+    ds: xr.Dataset, layout: _Layout, config: ModelConfig, problems: _Problems
+) -> tuple[np.ndarray, model_grid.TimePlan | None]:
+    """`(T,)` datetime64[ns] times of the whole file, and how the model's input times come
+    from them (None, with the problem in `problems`, when they cannot)."""
+    with problems.collect():
+        times = _decoded_times(ds, layout)
+        try:
+            return times, model_grid.plan_times(times, config)
+        except model_grid.GridProblem as exc:
+            raise RadarInputError(422, exc.code, exc.detail) from None
+    times = ds[layout.time_dim].values
+    return (times if np.issubdtype(times.dtype, np.datetime64) else np.array([])), None
+
+
+def _decoded_times(ds: xr.Dataset, layout: _Layout) -> np.ndarray:
+    """Validated `(T,)` datetime64[ns] times: decoded, present, unique, increasing."""
     time = ds[layout.time_dim]
     if not np.issubdtype(time.dtype, np.datetime64):
         raise RadarInputError(
@@ -556,26 +776,26 @@ def _check_time_axis(ds: xr.Dataset, layout: _Layout, config: ModelConfig) -> np
             f"times are not in increasing order (frame {i} at {listed[i]} is followed by "
             f"{listed[i + 1]}); sort the frames by time, oldest first",
         )
-    if steps_s.size and (steps_s != steps_s[0]).any():
-        i = int(np.flatnonzero(steps_s != steps_s[0])[0])
-        raise RadarInputError(
-            422,
-            "irregular-times",
-            f"time steps are irregular: {steps_s[0]} s up to frame {i}, then {steps_s[i]} s "
-            f"from {listed[i]} to {listed[i + 1]}; send consecutive frames every "
-            f"{config.interval_s} s with none missing",
-        )
-    if steps_s.size and steps_s[0] != config.interval_s:
-        raise RadarInputError(
-            422,
-            "interval-mismatch",
-            f"frames are {steps_s[0]} s apart; model {config.name!r} needs frames every "
-            f"{config.interval_s} s: resample the sequence to {config.interval_s} s",
-        )
     return times
 
 
-def _grid_of(ds: xr.Dataset, layout: _Layout) -> xr.Dataset:
+def _grid_of(
+    ds: xr.Dataset, layout: _Layout, config: ModelConfig, problems: _Problems
+) -> tuple[xr.Dataset, tuple[float, float] | None, tuple[int, int]]:
+    """The input's grid (coordinates and grid mapping), its (row, column) pixel size [m] and
+    the blocks that bring it to the model's pixel (`service.model_grid`)."""
+    grid = xr.Dataset()
+    with problems.collect():
+        grid = _grid_coordinates(ds, layout)
+        try:
+            pixel_m = model_grid.pixel_sizes_m(grid, (layout.y_dim, layout.x_dim))
+            return grid, pixel_m, model_grid.block_factor(pixel_m, config)
+        except model_grid.GridProblem as exc:
+            raise RadarInputError(422, exc.code, exc.detail) from None
+    return grid, None, (1, 1)
+
+
+def _grid_coordinates(ds: xr.Dataset, layout: _Layout) -> xr.Dataset:
     coords = {}
     for dim in (layout.y_dim, layout.x_dim):
         values = ds[dim].values
@@ -596,9 +816,20 @@ def _grid_of(ds: xr.Dataset, layout: _Layout) -> xr.Dataset:
 
 
 def _rain_rate_of(
-    values: np.ndarray, layout: _Layout, *, zr_a: float, zr_b: float, max_mm_h: float
+    values: np.ndarray,
+    layout: _Layout,
+    *,
+    zr_a: float,
+    zr_b: float,
+    max_mm_h: float,
+    model_max_mm_h: float = np.inf,
 ) -> np.ndarray:
-    """`(T_in, H, W)` float32 rain rate [mm h-1] from the decoded frames (NaN = no coverage)."""
+    """`(T_in, H, W)` float32 rain rate [mm h-1] from the decoded frames (NaN = no coverage).
+
+    Rain rates sent as such above `model_max_mm_h` (the model's `rain_max_mm_h`, the top of the
+    range it was trained on) are refused with a 422 that names it, rather than clipped: clipping
+    would change the forecast without the client knowing. Converted reflectivity keeps its cap.
+    """
     name = layout.var
     if np.isnan(values).all():
         raise RadarInputError(
@@ -647,6 +878,16 @@ def _rain_rate_of(
                 f"{name!r} has {count} value(s) above {max_mm_h:g} mm h-1 (up to {top:.4g}); "
                 "check the units and scaling (mm h-1 expected, not mm per interval or "
                 "reflectivity) and mask clutter",
+            )
+        if top > model_max_mm_h:
+            count = int((rain > model_max_mm_h).sum())
+            raise RadarInputError(
+                422,
+                "above-model-range",
+                f"{name!r} has {count} value(s) above {model_max_mm_h:g} mm h-1 (up to "
+                f"{top:.4g}), the top of the model's range (rain_max_mm_h); the model was not "
+                f"trained on such rates: cap the input at {model_max_mm_h:g} mm h-1 or mask those "
+                "pixels",
             )
         rain = np.maximum(rain, 0.0, where=~np.isnan(rain), out=rain)
     return rain.astype(np.float32)

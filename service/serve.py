@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 
 from service.log import configure_logging
 from service.settings import get_settings
+from service.threads import threads_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +29,12 @@ _RESTART_BACKOFF_S = 5.0
 class WorkerProcesses:
     """Keeps N `nowcast worker` child processes running until `stop()`."""
 
-    def __init__(self, count: int, drain_s: float) -> None:
+    def __init__(self, count: int, drain_s: float, threads: int | None = None) -> None:
         self.count = count
         self.drain_s = drain_s
+        # each child's compute threads (service.threads), so that the children's add up to the
+        # cores rather than each sizing its pools for the whole machine
+        self.threads = threads or threads_per_worker(count)
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
@@ -39,7 +44,8 @@ class WorkerProcesses:
         self._watcher.start()
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
+        env = {**os.environ, "NOWCAST_WORKER_THREADS": str(self.threads)}
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
         logger.info("worker process %d started (pid %d)", index, proc.pid)
         return proc
 
@@ -113,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         # the app first: it resolves (and if need be creates) the model folder the workers load
         app = create_app(settings)
         if args.workers:
-            workers = WorkerProcesses(args.workers, settings.worker_drain_s)
+            workers = WorkerProcesses(
+                args.workers, settings.worker_drain_s, settings.worker_threads
+            )
             workers.start()
     else:
         app = create_app(settings, embedded_workers=args.workers)
@@ -124,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             log_config=None,
             timeout_graceful_shutdown=int(settings.worker_drain_s) + 5,
+            # idle connections and oversized heads hold no socket or buffer for long
+            timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
     finally:
         if workers is not None:

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default="nowcast",
         description="prefix of every Redis key and stream (several deployments can share a Redis)",
     )
+    blob_url: str = Field(
+        default="~/.cache/nowcast/blobs",
+        description="where the Redis queue keeps inputs and results: a folder shared by the API "
+        "and the workers (path or file://), or an fsspec URL such as s3://bucket/prefix",
+    )
 
     # --- auth ----------------------------------------------------------------------------------
     api_keys_file: Path | None = Field(
@@ -69,6 +74,13 @@ class Settings(BaseSettings):
         description="compute dtype of the denoiser; auto = bfloat16 where the device has it "
         "natively (AVX512-BF16 / AMX CPUs, recent GPUs), float32 elsewhere",
     )
+    worker_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="compute threads of each worker, for torch and ONNX Runtime alike; unset = "
+        "the cores this process may use (affinity, cgroup quota) divided by the workers sharing "
+        "them (`serve --workers N`), so that the workers' threads add up to the cores",
+    )
     zr_a: float = Field(default=200.0, description="Z-R relation Z = a R^b for dBZ input: a")
     zr_b: float = Field(default=1.6, description="Z-R relation Z = a R^b for dBZ input: b")
 
@@ -80,8 +92,44 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="largest accepted request body (413 above)"
     )
+    max_result_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="largest forecast file a job may make (estimated at submit; 422 above)",
+    )
+    worker_memory_bytes: int = Field(
+        default=6 * 1024 * 1024 * 1024,
+        gt=0,
+        description="worker memory a job may need (estimated at submit, service.admission; 422 "
+        "above); keep it below the workers' memory limit",
+    )
+    upload_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a request body must arrive whole within this (408 after): a stalled or "
+        "trickling upload holds no memory or upload slot for longer",
+    )
+    max_concurrent_uploads: int = Field(
+        default=8,
+        gt=0,
+        description="request bodies read at once per API process; more answer 503 + Retry-After",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=15.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="largest request head (request line + headers); the connection closes above",
+    )
     max_queue_length: int = Field(
         default=100, gt=0, description="jobs waiting or running before submit answers 503"
+    )
+    max_jobs_per_tenant: int | None = Field(
+        default=None,
+        gt=0,
+        description="jobs one tenant may have waiting or running before its submits answer 429; "
+        "unset = half of max_queue_length, so no one tenant can fill the queue",
     )
     retry_after_s: int = Field(
         default=5,
@@ -132,6 +180,12 @@ class Settings(BaseSettings):
         ge=0,
         description="on SIGTERM, finish the jobs in hand if done within this, else release them",
     )
+    dead_consumer_idle_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a queue consumer idle this long with no job pending and no heartbeat is "
+        "removed from the consumer group by the live workers (a dead worker's name)",
+    )
     worker_poll_s: float = Field(
         default=1.0, gt=0, description="how long a worker blocks waiting for new jobs"
     )
@@ -142,6 +196,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"lease_s ({self.lease_s}) must be at least twice heartbeat_interval_s "
                 f"({self.heartbeat_interval_s}), or live workers lose their jobs"
+            )
+        if self.dead_consumer_idle_s <= self.lease_s:
+            raise ValueError(
+                f"dead_consumer_idle_s ({self.dead_consumer_idle_s}) must exceed lease_s "
+                f"({self.lease_s}), or a slow live worker's consumer could be removed"
             )
         return self
 

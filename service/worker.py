@@ -41,6 +41,7 @@ from service.queue.constants import HIST_BATCH_SIZE, HIST_QUEUE_WAIT_S, HIST_RUN
 from service.queue.jobs import Job
 from service.queue.store import Delivery, JobStore, StoreUnavailableError, create_store
 from service.settings import Settings, get_settings
+from service.threads import apply_torch_threads, threads_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,16 @@ class Worker:
     """
 
     def __init__(
-        self, settings: Settings, store: JobStore, model_dir: Path, consumer: str | None = None
+        self,
+        settings: Settings,
+        store: JobStore,
+        model_dir: Path,
+        consumer: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.settings = settings
+        # compute threads for torch and ONNX Runtime (service.threads: the workers' sum = cores)
+        self.threads = threads or settings.worker_threads or threads_per_worker(1)
         self.store = store
         self.model_dir = Path(model_dir)
         self.consumer = consumer or new_consumer_id()
@@ -131,11 +139,13 @@ class Worker:
 
         device = resolve_device(self.settings.device)
         started = time.monotonic()
+        apply_torch_threads(self.threads)
         self.pipeline = NowcastPipeline.from_model_dir(
             self.model_dir,
             device=device,
             encoder_backend="onnx",
             denoiser_precision=self.settings.denoiser_precision,
+            codec_threads=self.threads,
         )
         self.metadata = self.pipeline.metadata or read_model_metadata(self.model_dir)
         config = self.pipeline.config
@@ -149,7 +159,7 @@ class Worker:
         )
         logger.info(
             "worker %s ready in %.1f s: model %s %s from %s; torch device %s (denoiser %s); "
-            "encoder %s; decoder %s",
+            "encoder %s; decoder %s; %d compute threads",
             self.consumer,
             time.monotonic() - started,
             self.metadata.name,
@@ -159,6 +169,7 @@ class Worker:
             self.pipeline.denoiser_precision,
             self.pipeline.encoder_backend,
             self.pipeline.decoder_backend,
+            self.threads,
         )
 
     # ------------------------------------------------------------------ main loop
@@ -244,12 +255,39 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         # runs until `run` returns (not merely until stop), so that the leases of the jobs in
         # hand stay ours while they drain
+        last_prune = time.monotonic()
         while not self._beat_stop.wait(self.settings.heartbeat_interval_s):
             try:
                 self.store.heartbeat(self.consumer)
                 self.renew_leases()
             except Exception as exc:
                 logger.warning("worker %s: heartbeat failed: %s", self.consumer, exc)
+            # every live worker tidies the consumer group and the blob store now and then (no
+            # operator job needed; both are idempotent, so several workers doing it is harmless)
+            if time.monotonic() - last_prune >= self.settings.dead_consumer_idle_s / 4:
+                last_prune = time.monotonic()
+                self.prune_dead_consumers()
+                self.sweep_blobs()
+
+    def sweep_blobs(self) -> None:
+        """Delete inputs and results past their TTL from the blob store."""
+        try:
+            removed = self.store.sweep_blobs()
+        except Exception as exc:
+            logger.warning("worker %s: sweeping expired blobs failed: %s", self.consumer, exc)
+            return
+        if removed:
+            logger.info("deleted %d expired input/result blob(s)", removed)
+
+    def prune_dead_consumers(self) -> None:
+        """Remove dead workers' names from the queue's consumer group (idle, nothing pending)."""
+        try:
+            removed = self.store.prune_consumers(self.settings.dead_consumer_idle_s)
+        except Exception as exc:
+            logger.warning("worker %s: pruning dead consumers failed: %s", self.consumer, exc)
+            return
+        if removed:
+            logger.info("removed %d dead consumer(s): %s", len(removed), ", ".join(removed))
 
     def renew_leases(self) -> None:
         """Renew the leases of the jobs in hand; remember those that another worker took over
@@ -290,30 +328,52 @@ class Worker:
         A redelivered job (its worker died holding it) may be what killed that worker, so it
         runs alone, before the next claimed job is started (`claim` hands reclaimed jobs first):
         a poison job then takes no batch-mates down with it, nor uses up their deliveries.
+
+        A job is started (marked `running`, `started_ms` set) only when its group is about to
+        run: jobs waiting behind another grid's batch stay `accepted` until then, so their
+        status and queue-wait figures tell the truth.
         """
         with self._in_hand_lock:
             self._in_hand = list(deliveries)
         try:
-            tasks = []
-            for delivery in deliveries:
-                task = self._start(delivery)
-                if task is not None and task.job.deliveries > 1:
-                    self._run_group([task])
-                elif task is not None:
-                    tasks.append(task)
-            groups: dict[tuple[Any, ...], list[_Task]] = defaultdict(list)
-            for task in tasks:
-                groups[(task.radar.rain_mm_h.shape, task.job.params.steps)].append(task)
-            for group in groups.values():
+            for claimed in self._claimed_groups(deliveries):
                 if self.draining_too_long():
-                    for task in group:
-                        self._release(task.delivery)
+                    for delivery in claimed:  # never started: queued again as they are
+                        self._release(delivery)
                     continue
-                self._run_group(group)
+                tasks = []
+                for delivery in claimed:
+                    task = self._start(delivery)
+                    if task is not None and task.job.deliveries > 1:
+                        self._run_group([task])
+                    elif task is not None:
+                        tasks.append(task)
+                groups: dict[tuple[Any, ...], list[_Task]] = defaultdict(list)
+                for task in tasks:
+                    groups[(task.radar.rain_mm_h.shape, task.job.params.steps)].append(task)
+                for group in groups.values():
+                    if self.draining_too_long():
+                        for task in group:
+                            self._release(task.delivery)
+                        continue
+                    self._run_group(group)
         finally:
             with self._in_hand_lock:
                 self._in_hand = []
                 self._lost.clear()
+
+    def _claimed_groups(self, deliveries: list[Delivery]) -> list[list[Delivery]]:
+        """The claim split, in claim order, into the batches it will run as, read from the job
+        records without starting them: by the input grid the API recorded and the steps. A job
+        delivered before (or one without a record, which `start` settles) is a group alone."""
+        groups: dict[Any, list[Delivery]] = {}
+        for delivery in deliveries:
+            job = self.store.get(delivery.job_id)
+            key: Any = delivery.message_id
+            if job is not None and job.deliveries == 0:
+                key = (job.input_shape, job.params.steps)
+            groups.setdefault(key, []).append(delivery)
+        return list(groups.values())
 
     def _start(self, delivery: Delivery) -> _Task | None:
         if self.is_lost(delivery):  # taken over while earlier jobs of the claim ran
@@ -373,7 +433,8 @@ class Worker:
                 )
                 requests.append(
                     ForecastRequest(
-                        past_mm_h=task.radar.rain_mm_h,
+                        # at the model's pixel size (block means of a finer grid)
+                        past_mm_h=task.radar.model_rain_mm_h,
                         members=params.members,
                         steps=params.steps,
                         seed=params.seed,
@@ -431,7 +492,8 @@ class Worker:
             return
         try:
             data = write_forecast_netcdf(
-                forecast_mm_h,
+                # back on the input's grid where the model ran on coarser pixels
+                task.radar.to_input_grid(forecast_mm_h),
                 task.radar,
                 interval_s=self.pipeline.config.interval_s,
                 thresholds_mm_h=params.thresholds_mm_h,
@@ -451,6 +513,8 @@ class Worker:
                     }
                     if params.constraint
                     else None,
+                    # what was done to the input's interval and pixels
+                    **task.radar.processing_attrs,
                 },
             )
         except Exception as exc:
@@ -553,9 +617,16 @@ def start_worker_threads(
     settings: Settings, store: JobStore, model_dir: Path, count: int, stop: threading.Event
 ) -> list[threading.Thread]:
     """Run `count` workers as threads of this process on `store` (embedded mode)."""
+    compute_threads = settings.worker_threads or threads_per_worker(count)
     threads = []
     for index in range(count):
-        worker = Worker(settings, store, model_dir, consumer=f"{new_consumer_id()}-t{index}")
+        worker = Worker(
+            settings,
+            store,
+            model_dir,
+            consumer=f"{new_consumer_id()}-t{index}",
+            threads=compute_threads,
+        )
         thread = threading.Thread(
             target=_run_embedded, args=(worker, stop), name=f"worker-{index}", daemon=True
         )

@@ -125,12 +125,14 @@ def steps(
     pixel_size_km: float = 1.0,
     members: int = STEPS_MEMBERS,
     seed: int = STEPS_SEED,
+    num_workers: int = 1,
 ) -> np.ndarray:
     """STEPS ensemble on Lucas-Kanade motion (protocol settings, see the module docstring).
 
     past_mm_h (`(T, H, W)` float): rain rate [mm h-1], oldest first. interval_s and
-    pixel_size_km scale the bps velocity perturbations. Returns (`(members, n_leads, H, W)`
-    float32) [mm h-1].
+    pixel_size_km scale the bps velocity perturbations. num_workers: pySTEPS' dask workers
+    over members (speed comparisons give STEPS as many as the model has threads).
+    Returns (`(members, n_leads, H, W)` float32) [mm h-1].
     """
     pysteps = pysteps_module()
     past_dbr = to_dbr(past_mm_h)
@@ -152,6 +154,7 @@ def steps(
             mask_method="incremental",
             ar_order=AR_ORDER,
             seed=seed,
+            num_workers=num_workers,
         )
     return from_dbr(forecast_dbr)
 

@@ -19,7 +19,12 @@ from service.api.auth import ApiKeys
 from service.api.body_limit import BodySizeLimitMiddleware
 from service.api.deps import ServiceState
 from service.api.errors import install_problem_handlers
-from service.api.routes import health, models, nowcasts
+from service.api.job_events import JobEventHub
+from service.api.openapi import install_openapi, operation_id
+from service.api.request_metrics import RequestMetricsMiddleware
+from service.api.routes import health, models, nowcasts, ogc, quicklook
+from service.api.routes.dashboard import install_dashboard
+from service.api.routes.docs import install_docs
 from service.metrics import build_registry
 from service.model_source import resolve_model_dir
 from service.queue.store import JobStore, create_store
@@ -72,6 +77,7 @@ def create_app(
         try:
             yield
         finally:
+            await job_events.close()
             stop.set()
             for thread in threads:
                 thread.join(timeout=settings.worker_drain_s + 5)
@@ -82,14 +88,39 @@ def create_app(
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # self-hosted by install_docs: FastAPI's own pages load their assets from a CDN
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.service = state
-    app.state.metrics_registry = build_registry(store, settings.worker_heartbeat_max_age_s)
+    # one poller per process for every open event stream
+    job_events = JobEventHub(store, settings.sse_poll_interval_s)
+    app.state.job_events = job_events
+    metrics = build_registry(
+        store,
+        settings.worker_heartbeat_max_age_s,
+        model_name=model.name,
+        model_version=model.version,
+    )
+    app.state.metrics_registry = metrics.registry
     install_problem_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.upload_timeout_s,
+        max_concurrent_uploads=settings.max_concurrent_uploads,
+    )
+    # added last, so outermost: it also times requests the body limit refuses
+    app.add_middleware(RequestMetricsMiddleware, histogram=metrics.http_request_duration)
     app.include_router(nowcasts.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(quicklook.router)
+    app.include_router(ogc.router)
+    install_docs(app)
+    install_dashboard(app)
+    install_openapi(app, auth_on=api_keys is not None)
     return app
 
 

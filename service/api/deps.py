@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.metadata import ModelMetadata
@@ -95,3 +97,38 @@ def get_owned_job(job_id: JobIdPath, tenant: TenantDep, store: StoreDep) -> Job:
 
 
 OwnedJobDep = Annotated[Job, Depends(get_owned_job)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 naming every query parameter the operation does not take.
+
+    FastAPI ignores unknown query parameters, so a misspelt `membrs=4` silently ran the default
+    10 members; the multipart `params` part already refuses unknown names, and so does this.
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    # walked per request: a few dependency nodes (APIRoute is unhashable, so no cache by route)
+    known = _query_names(route.dependant)
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise ProblemError(
+            422,
+            "unknown-query-parameters",
+            f"unknown query parameter(s): {', '.join(unknown)}; this operation takes: {takes}",
+            extra={
+                "errors": [
+                    {"field": f"query.{name}", "message": "unknown query parameter"}
+                    for name in unknown
+                ]
+            },
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """Names of the query parameters a route declares, in its dependencies too."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.queue.store import StoreUnavailableError
+from service.queue.store import StoreFullError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str,
         "status": status,
         "detail": detail,
         "code": code,
+        # last, so that a standard's own `type` URI (an OGC API exception) can replace ours
         **extra,
     }
 
@@ -120,6 +121,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailableError)
     async def _store_unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        if isinstance(exc, StoreFullError):
+            logger.warning("the job store refuses writes: %s", exc)
+            return problem_response(
+                503,
+                "store-full",
+                "the job store is full for the moment (results waiting to be fetched or to "
+                "expire); retry after 30 s",
+                headers={"Retry-After": "30"},
+            )
         logger.warning("the job store does not answer: %s", exc)
         return problem_response(
             503,

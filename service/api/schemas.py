@@ -16,7 +16,9 @@ from service.netcdf_io import (
 from service.queue.jobs import Job
 
 MAX_MEMBERS = 64
-MAX_SEED = 2**63 - 1
+# 2^53 - 1: the largest integer a JavaScript number holds exactly, so a browser reading a job
+# back gets the very seed that reproduces it
+MAX_SEED = 2**53 - 1
 
 Product = Literal["members", "mean", "exceedance", "percentiles"]
 
@@ -50,7 +52,7 @@ class NowcastParams(BaseModel):
         default=None,
         ge=0,
         le=MAX_SEED,
-        description="random seed; the same seed and input give the same forecast "
+        description="random seed, 0 to 2^53-1; the same seed and input give the same forecast "
         "(default: drawn at submit and reported in the job)",
     )
     constraint: ConstraintIn | None = None
@@ -90,6 +92,27 @@ class NowcastParams(BaseModel):
             if not 0 <= level <= 100:
                 raise ValueError("each percentile must lie in [0, 100]")
         return sorted(set(value))
+
+
+class ProblemFieldError(BaseModel):
+    field: str = Field(description="the parameter, e.g. `query.members`")
+    message: str
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details, `application/problem+json`); also the OGC API
+    exception document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="URI of the problem type; ends with `code` for this service's")
+    title: str = Field(description="the HTTP status phrase")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="what went wrong and what to do about it")
+    code: str = Field(description="short slug of the problem, e.g. `result-not-ready`")
+    errors: list[ProblemFieldError] | None = Field(
+        default=None, description="every invalid parameter (422 answers)"
+    )
 
 
 class Progress(BaseModel):
@@ -199,7 +222,10 @@ class JobList(BaseModel):
 
 
 class GridRules(BaseModel):
-    factor_px: int = Field(description="grid height and width must be multiples of this")
+    factor_px: int = Field(
+        description="the model runs on grids padded to multiples of this (any size is accepted; "
+        "the padding is missing coverage)"
+    )
     max_px: int = Field(description="largest accepted height or width")
 
 

@@ -40,11 +40,13 @@ class RedisKeys:
     - `p:jobs` stream of job ids, consumer group `workers`
     - `p:dead` dead-letter stream (job id + reason)
     - `p:job:<id>` hash: the job record (`service.queue.jobs.serialize_job`)
-    - `p:job:<id>:input` / `p:job:<id>:result` blobs with TTLs
+    - (not in Redis) the input and result files: `service.blobstore`, keys `p/inputs/<id>` and
+      `p/results/<id>`; `job_input` / `job_result` below name no key any more
     - `p:active` set of ids accepted or running (the queue-length limit counts it)
     - `p:tenant:<tenant>:jobs` sorted set id -> created time [ms] (listing, newest first)
     - `p:idem:<len(tenant)>:<tenant>:<key>` Idempotency-Key -> JSON {job_id, fingerprint}
     - `p:heartbeats` sorted set worker id -> last heartbeat [ms]
+    - `p:ready-probe` short-lived key that /readyz writes (Redis takes writes)
     - `p:metrics:counter:<name>` hash label -> count; `p:metrics:hist:<name>` hash bucket -> count
     """
 
@@ -65,6 +67,11 @@ class RedisKeys:
     @property
     def heartbeats(self) -> str:
         return f"{self.prefix}:heartbeats"
+
+    @property
+    def readiness_probe(self) -> str:
+        # written by /readyz: PING alone answers while Redis refuses writes
+        return f"{self.prefix}:ready-probe"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

@@ -32,6 +32,7 @@ from service.queue.store import (
     QueuePolicy,
     StartResult,
     SubmitResult,
+    TenantQuotaError,
 )
 
 
@@ -135,6 +136,10 @@ class MemoryJobStore(JobStore):
                         return SubmitResult(earlier, created=False)
             if len(self._active) >= self.policy.max_queue_length:
                 raise QueueFullError
+            tenants = (self._jobs[i].tenant for i in self._active if i in self._jobs)
+            held = sum(1 for tenant in tenants if tenant == job.tenant)
+            if held >= self.policy.tenant_limit:
+                raise TenantQuotaError
             if idempotency is not None:
                 expires = time.time() + self.policy.idempotency_ttl_s
                 self._idempotency[(job.tenant, idempotency.key)] = (
@@ -320,12 +325,17 @@ class MemoryJobStore(JobStore):
             return None
         if job.status.is_terminal:
             return job
+        if job.cancel_requested:
+            # a DELETE answered `cancel_requested` after the worker's last cancel check: the job
+            # ends dismissed (under the lock, so cancel and finish cannot interleave)
+            return self._settle(job, JobStatus.DISMISSED)
         return self._settle(job, status, **changes)
 
     def complete(self, delivery: Delivery, result_bytes: bytes) -> Job | None:
         with self._cond:
             job = self._live_job(delivery.job_id)
-            if job is None or job.status.is_terminal:
+            if job is None or job.status.is_terminal or job.cancel_requested:
+                self._inputs.pop(delivery.job_id, None)
                 return self._finish(delivery, JobStatus.SUCCESSFUL)
             expires_at = time.time() + self.policy.result_ttl_s
             self._results.setdefault(job.id, _Blob(result_bytes, expires_at))
@@ -380,6 +390,10 @@ class MemoryJobStore(JobStore):
     def remove_worker(self, consumer: str) -> None:
         with self._cond:
             self._heartbeats.pop(consumer, None)
+
+    def prune_consumers(self, max_idle_s: float) -> list[str]:
+        # consumers exist here only as owners of pending entries: nothing to remove
+        return []
 
     def observe(self, name: str, value: float) -> None:
         with self._cond:

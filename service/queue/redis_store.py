@@ -13,9 +13,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Iterator
 
 import redis
 
+from service.blobstore import BlobStore, open_blob_store
 from service.queue.constants import (
     CONSUMER_GROUP,
     COUNTER_JOBS,
@@ -37,27 +39,41 @@ from service.queue.store import (
     QueueFullError,
     QueuePolicy,
     StartResult,
+    StoreFullError,
     StoreUnavailableError,
     SubmitResult,
+    TenantQuotaError,
 )
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _TERMINAL_LUA = "status == 'successful' or status == 'failed' or status == 'dismissed'"
 
-# KEYS: idem, active, job, input, tenant_jobs, stream, counter
-# ARGV: use_idem, idem_value, idem_ttl_s, max_queue, job_id, created_ms, input, input_ttl_s,
-#       job_ttl_s, prune_before_ms, hash fields...
+# KEYS: idem, active, job, (unused), tenant_jobs, stream, counter
+# ARGV: use_idem, idem_value, idem_ttl_s, max_queue, job_id, created_ms, (unused), (unused),
+#       job_ttl_s, prune_before_ms, tenant_limit, job key prefix, tenant, hash fields...
+# (the input is in the blob store, written before this script runs)
+# The tenant's active jobs are counted over the active set (at most max_queue ids), and only
+# once the whole queue holds tenant_limit jobs: no per-tenant counter to keep in step.
 _SUBMIT = """
 if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return {'existing', existing} end
 end
-if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'full', ''} end
+local active = redis.call('SCARD', KEYS[2])
+if active >= tonumber(ARGV[4]) then return {'full', ''} end
+local tenant_limit = tonumber(ARGV[11])
+if active >= tenant_limit then
+  local held = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('HGET', ARGV[12] .. id, 'tenant') == ARGV[13] then held = held + 1 end
+  end
+  if held >= tenant_limit then return {'tenant_full', ''} end
+end
 if ARGV[1] == '1' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8])
 local fields = {}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 local msg = redis.call('XADD', KEYS[6], '*', 'job_id', ARGV[5])
 redis.call('HSET', KEYS[3], 'message_id', msg)
@@ -117,9 +133,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[7])
 return {{'run', redis.call('HGETALL', KEYS[1])}}
 """
 
-# KEYS: job, active, stream, counter, result
+# KEYS: job, active, stream, counter, (unused)
 # ARGV: msg_id, group, new_status, now_ms, error_code, error_detail, result_ttl_s, job_ttl_s,
-#       job_id, result bytes
+#       job_id (the result is in the blob store, written before this script runs)
 _FINISH = f"""
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[3], ARGV[1])
@@ -131,24 +147,27 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if {_TERMINAL_LUA} then
   return {{'unchanged', redis.call('HGETALL', KEYS[1])}}
 end
-if ARGV[3] == 'successful' then
-  redis.call('SET', KEYS[5], ARGV[10], 'NX', 'EX', ARGV[7])
+-- a DELETE answered `cancel_requested` after the worker's last cancel check: the job ends
+-- dismissed, its result unstored (in this script, so cancel and finish cannot interleave)
+local new_status = ARGV[3]
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then new_status = 'dismissed' end
+if new_status == 'successful' then
   local expires = tonumber(ARGV[4]) + 1000 * tonumber(ARGV[7])
   local total = redis.call('HGET', KEYS[1], 'progress_total') or '0'
   redis.call('HSET', KEYS[1], 'result_expires_ms', string.format('%d', expires),
     'progress_step', total)
-else
+elseif new_status == 'failed' then
   redis.call('HSET', KEYS[1], 'error_code', ARGV[5], 'error_detail', ARGV[6])
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', new_status, 'finished_ms', ARGV[4], 'updated_ms', ARGV[4])
 redis.call('SREM', KEYS[2], ARGV[9])
-redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[4], new_status, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 return {{'changed', redis.call('HGETALL', KEYS[1])}}
 """
 
-# KEYS: job, active, stream, counter, result
-# ARGV: group, now_ms, job_id
+# KEYS: job, active, stream, counter, (unused)
+# ARGV: group, now_ms, job_id (the caller deletes the blobs of a job this dismisses)
 _CANCEL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -165,7 +184,6 @@ if status == 'accepted' then
 elseif status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_ms', ARGV[2])
 elseif status == 'successful' then
-  redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[1], 'status', 'dismissed', 'result_expires_ms', '',
     'updated_ms', ARGV[2])
 end
@@ -226,6 +244,28 @@ end
 return lost
 """
 
+# KEYS: stream, heartbeats; ARGV: group, max_idle_ms, heartbeat_since_ms
+# one script, so that a consumer cannot be given an entry between the check and the removal
+# (XGROUP DELCONSUMER would drop that entry from the pending list)
+_PRUNE_CONSUMERS = """
+local removed = {}
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  local beat = redis.call('ZSCORE', KEYS[2], fields['name'])
+  local beating = beat and tonumber(beat) >= tonumber(ARGV[3])
+  if fields['pending'] == 0 and fields['idle'] > tonumber(ARGV[2]) and not beating then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    removed[#removed + 1] = fields['name']
+  end
+end
+return removed
+"""
+
+# blob key folders under the prefix
+_INPUTS = "inputs"
+_RESULTS = "results"
+
 _HEARTBEAT_RETENTION_MS = 24 * 3600 * 1000
 # XAUTOCLAIM pages one `claim` may follow (each scans up to 10 x count pending entries)
 _RECLAIM_MAX_PAGES = 100
@@ -234,6 +274,12 @@ _CURSOR_START = "0-0"
 
 def _pairs_to_dict(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _is_out_of_memory(exc: redis.ResponseError) -> bool:
+    """Redis refused a write at `maxmemory` (redis-py's `OutOfMemoryError`, or the same text
+    wrapped in a script's error)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "> 'maxmemory'" in str(exc)
 
 
 def _outage_is_unavailable(cls: type[JobStore]) -> type[JobStore]:
@@ -247,6 +293,10 @@ def _outage_is_unavailable(cls: type[JobStore]) -> type[JobStore]:
                 return method(*args, **kwargs)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise StoreUnavailableError(str(exc)) from exc
+            except redis.ResponseError as exc:
+                if _is_out_of_memory(exc):
+                    raise StoreFullError(str(exc)) from exc
+                raise
 
         return call
 
@@ -267,12 +317,22 @@ class RedisJobStore(JobStore):
         Prefix of every key, so several deployments (or tests) can share one Redis.
     policy : QueuePolicy
         TTLs, lease, delivery and queue limits.
+    blobs : BlobStore, optional
+        Where inputs and results go (default: `Settings.blob_url`'s default, a local folder);
+        their keys start with `prefix`, so deployments sharing a store never meet.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, policy: QueuePolicy) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        policy: QueuePolicy,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self.client = client
         self.keys = RedisKeys(prefix)
         self.policy = policy
+        self.blobs = blobs or open_blob_store(Settings.model_fields["blob_url"].default)
         self._submit = client.register_script(_SUBMIT)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -280,14 +340,27 @@ class RedisJobStore(JobStore):
         self._release = client.register_script(_RELEASE)
         self._progress = client.register_script(_PROGRESS)
         self._renew = client.register_script(_RENEW)
+        self._prune_consumers = client.register_script(_PRUNE_CONSUMERS)
         self._group_ready = False
         # where the next XAUTOCLAIM scan of the pending list resumes
         self._reclaim_cursor = _CURSOR_START
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, policy: QueuePolicy) -> RedisJobStore:
+    def from_url(
+        cls, url: str, prefix: str, policy: QueuePolicy, blob_url: str | None = None
+    ) -> RedisJobStore:
         client = redis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
-        return cls(client, prefix, policy)
+        return cls(client, prefix, policy, open_blob_store(blob_url) if blob_url else None)
+
+    def _input_blob(self, job_id: str) -> str:
+        return f"{self.keys.prefix}/{_INPUTS}/{job_id}"
+
+    def _result_blob(self, job_id: str) -> str:
+        return f"{self.keys.prefix}/{_RESULTS}/{job_id}"
+
+    def _drop_blobs(self, job_id: str) -> None:
+        self.blobs.delete(self._input_blob(job_id))
+        self.blobs.delete(self._result_blob(job_id))
 
     # ------------------------------------------------------------------ helpers
     def _ensure_group(self) -> None:
@@ -322,33 +395,20 @@ class RedisJobStore(JobStore):
         )
         fields = [item for pair in serialize_job(job).items() for item in pair]
         prune_before_ms = job.created_ms - self.policy.job_ttl_s * 1000
-        reply = self._submit(
-            keys=[
-                idem_key or self.keys.idempotency(job.tenant, "-"),
-                self.keys.active_set,
-                self.keys.job(job.id),
-                self.keys.job_input(job.id),
-                self.keys.tenant_jobs(job.tenant),
-                self.keys.stream,
-                self.keys.counter(COUNTER_JOBS),
-            ],
-            args=[
-                "1" if idempotency else "0",
-                idem_value,
-                self.policy.idempotency_ttl_s,
-                self.policy.max_queue_length,
-                job.id,
-                job.created_ms,
-                input_bytes,
-                self.policy.input_ttl_s,
-                self.policy.job_ttl_s,
-                prune_before_ms,
-                *fields,
-            ],
-        )
+        # the input first: a worker may claim the job the moment the script has queued it
+        self.blobs.put(self._input_blob(job.id), input_bytes)
+        try:
+            reply = self._submit_script(job, idem_key, idem_value, prune_before_ms, fields)
+        except BaseException:
+            self.blobs.delete(self._input_blob(job.id))
+            raise
         outcome = reply[0].decode()
+        if outcome != "created":  # refused or replayed: this job id was never queued
+            self.blobs.delete(self._input_blob(job.id))
         if outcome == "full":
             raise QueueFullError
+        if outcome == "tenant_full":
+            raise TenantQuotaError
         if outcome == "existing":
             assert idempotency is not None
             earlier = json.loads(reply[1])
@@ -361,9 +421,58 @@ class RedisJobStore(JobStore):
             return SubmitResult(existing, created=False)
         return SubmitResult(job.replace(message_id=reply[1].decode()), created=True)
 
+    def _submit_script(
+        self,
+        job: Job,
+        idem_key: str,
+        idem_value: str,
+        prune_before_ms: int,
+        fields: list[str],
+    ) -> list[bytes]:
+        return self._submit(
+            keys=[
+                idem_key or self.keys.idempotency(job.tenant, "-"),
+                self.keys.active_set,
+                self.keys.job(job.id),
+                self.keys.job_input(job.id),  # unused (the blob store holds the input)
+                self.keys.tenant_jobs(job.tenant),
+                self.keys.stream,
+                self.keys.counter(COUNTER_JOBS),
+            ],
+            args=[
+                "1" if idem_key else "0",
+                idem_value,
+                self.policy.idempotency_ttl_s,
+                self.policy.max_queue_length,
+                job.id,
+                job.created_ms,
+                "",
+                self.policy.input_ttl_s,
+                self.policy.job_ttl_s,
+                prune_before_ms,
+                self.policy.tenant_limit,
+                self.keys.job(""),
+                job.tenant,
+                *fields,
+            ],
+        )
+
     def get(self, job_id: str) -> Job | None:
         data = self.client.hgetall(self.keys.job(job_id))
         return deserialize_job(data) if data else None
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        try:
+            replies = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return {
+            job_id: deserialize_job(data) if data else None
+            for job_id, data in zip(job_ids, replies, strict=True)
+        }
 
     def list_jobs(self, tenant: str, offset: int, limit: int) -> tuple[list[Job], int]:
         key = self.keys.tenant_jobs(tenant)
@@ -383,10 +492,30 @@ class RedisJobStore(JobStore):
 
     def cancel(self, job_id: str) -> Job | None:
         reply = self._cancel(keys=self._job_keys(job_id), args=[CONSUMER_GROUP, now_ms(), job_id])
-        return deserialize_job(_pairs_to_dict(reply)) if reply else None
+        job = deserialize_job(_pairs_to_dict(reply)) if reply else None
+        if job is not None and job.status is JobStatus.DISMISSED:
+            self._drop_blobs(job_id)
+        return job
+
+    def _result_expired(self, job_id: str) -> bool:
+        expires = self.client.hget(self.keys.job(job_id), "result_expires_ms")
+        return not expires or int(expires) < now_ms()
 
     def get_result(self, job_id: str) -> bytes | None:
-        return self.client.get(self.keys.job_result(job_id))
+        if self._result_expired(job_id):
+            return None
+        return self.blobs.get(self._result_blob(job_id))
+
+    def open_result(self, job_id: str) -> Iterator[bytes] | None:
+        if self._result_expired(job_id):
+            return None
+        return self.blobs.open_chunks(self._result_blob(job_id))
+
+    def sweep_blobs(self) -> int:
+        prefix = self.keys.prefix
+        return self.blobs.sweep(f"{prefix}/{_INPUTS}", self.policy.input_ttl_s) + self.blobs.sweep(
+            f"{prefix}/{_RESULTS}", self.policy.result_ttl_s
+        )
 
     def active_count(self) -> int:
         return int(self.client.scard(self.keys.active_set))
@@ -396,6 +525,17 @@ class RedisJobStore(JobStore):
             self.client.ping()
         except redis.RedisError as exc:
             raise StoreUnavailableError(str(exc)) from exc
+
+    def check_writable(self) -> None:
+        # PING answers while Redis refuses every write at maxmemory: write a tiny key to know
+        try:
+            self.client.set(self.keys.readiness_probe, now_ms(), px=60_000)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        except redis.ResponseError as exc:
+            if _is_out_of_memory(exc):
+                raise StoreFullError(str(exc)) from exc
+            raise
 
     def live_workers(self, max_age_s: float) -> list[str]:
         since = now_ms() - int(max_age_s * 1000)
@@ -550,7 +690,7 @@ class RedisJobStore(JobStore):
         return cancelled
 
     def load_input(self, job_id: str) -> bytes | None:
-        return self.client.get(self.keys.job_input(job_id))
+        return self.blobs.get(self._input_blob(job_id))
 
     def _finish_job(
         self,
@@ -559,8 +699,11 @@ class RedisJobStore(JobStore):
         *,
         code: str = "",
         detail: str = "",
-        result: bytes = b"",
+        result: bytes | None = None,
     ) -> Job | None:
+        # the result first (first writer wins), so that `successful` never names a missing blob
+        blob = self._result_blob(delivery.job_id)
+        wrote = result is not None and self.blobs.put_new(blob, result)
         reply = self._finish(
             keys=self._job_keys(delivery.job_id),
             args=[
@@ -573,15 +716,18 @@ class RedisJobStore(JobStore):
                 self.policy.result_ttl_s,
                 self.policy.job_ttl_s,
                 delivery.job_id,
-                result,
             ],
         )
         if reply[0] == b"gone":
+            self._drop_blobs(delivery.job_id)
             return None
         job = deserialize_job(_pairs_to_dict(reply[1]))
-        if status is JobStatus.SUCCESSFUL and job.status is JobStatus.SUCCESSFUL:
+        if job.status is not JobStatus.SUCCESSFUL and wrote:
+            # dismissed (a cancel came first) or settled otherwise: no result to keep
+            self.blobs.delete(self._result_blob(delivery.job_id))
+        if job.status in (JobStatus.SUCCESSFUL, JobStatus.DISMISSED):
             # drop the input once the forecast exists; a redelivery finds the job terminal
-            self.client.delete(self.keys.job_input(delivery.job_id))
+            self.blobs.delete(self._input_blob(delivery.job_id))
         return job
 
     def complete(self, delivery: Delivery, result_bytes: bytes) -> Job | None:
@@ -615,6 +761,15 @@ class RedisJobStore(JobStore):
         # not XGROUP DELCONSUMER: that would orphan entries still pending for the consumer
         self.client.zrem(self.keys.heartbeats, consumer)
 
+    def prune_consumers(self, max_idle_s: float) -> list[str]:
+        self._ensure_group()
+        max_idle_ms = int(max_idle_s * 1000)
+        removed = self._prune_consumers(
+            keys=[self.keys.stream, self.keys.heartbeats],
+            args=[CONSUMER_GROUP, max_idle_ms, now_ms() - max_idle_ms],
+        )
+        return [name.decode() for name in removed]
+
     def observe(self, name: str, value: float) -> None:
         key = self.keys.histogram(name)
         pipe = self.client.pipeline(transaction=False)
@@ -627,7 +782,9 @@ class RedisJobStore(JobStore):
         self.client.close()
 
     def delete_all_keys(self) -> int:
-        """Delete every key under this store's prefix (tests and `nowcast` admin use only)."""
+        """Delete every key and blob under this store's prefix (tests and `nowcast` admin)."""
+        for kind in (_INPUTS, _RESULTS):
+            self.blobs.sweep(f"{self.keys.prefix}/{kind}", -1)
         removed = 0
         for key in self.client.scan_iter(match=f"{self.keys.prefix}:*", count=500):
             removed += int(self.client.delete(key))

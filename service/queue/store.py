@@ -15,6 +15,7 @@ Guarantees every backend gives:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -34,6 +35,15 @@ class StoreUnavailableError(Exception):
     """The backing store (Redis) cannot be reached."""
 
 
+class StoreFullError(StoreUnavailableError):
+    """The backing store refuses writes: Redis is at `maxmemory` (noeviction). Transient for the
+    client (a 503 + Retry-After): memory frees as results expire or are fetched and dismissed."""
+
+
+class TenantQuotaError(QueueFullError):
+    """Submit refused: the tenant holds `policy.max_jobs_per_tenant` accepted or running jobs."""
+
+
 def _default(name: str) -> Any:
     return Settings.model_fields[name].default
 
@@ -49,6 +59,15 @@ class QueuePolicy:
     lease_s: float = _default("lease_s")
     max_deliveries: int = _default("max_deliveries")
     max_queue_length: int = _default("max_queue_length")
+    max_jobs_per_tenant: int | None = _default("max_jobs_per_tenant")
+    dead_consumer_idle_s: float = _default("dead_consumer_idle_s")
+
+    @property
+    def tenant_limit(self) -> int:
+        """Active jobs one tenant may hold: `max_jobs_per_tenant`, or half the queue."""
+        if self.max_jobs_per_tenant is not None:
+            return min(self.max_jobs_per_tenant, self.max_queue_length)
+        return max(1, self.max_queue_length // 2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
@@ -117,13 +136,18 @@ class JobStore(ABC):
     ) -> SubmitResult:
         """Store the job and its input, then enqueue it.
 
-        Raises `QueueFullError` past `policy.max_queue_length` active jobs and
+        Raises `QueueFullError` past `policy.max_queue_length` active jobs, `TenantQuotaError`
+        past `policy.tenant_limit` active jobs of the job's tenant, and
         `IdempotencyConflictError` when the key was used with another fingerprint.
         """
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or expired."""
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job | None]:
+        """`get` of several jobs (one round trip where the backend can)."""
+        return {job_id: self.get(job_id) for job_id in job_ids}
 
     @abstractmethod
     def list_jobs(self, tenant: str, offset: int, limit: int) -> tuple[list[Job], int]:
@@ -138,6 +162,16 @@ class JobStore(ABC):
     def get_result(self, job_id: str) -> bytes | None:
         """The stored forecast NetCDF, or None when absent or expired."""
 
+    def open_result(self, job_id: str) -> Iterator[bytes] | None:
+        """The stored forecast as chunks (a download streams them), or None like `get_result`."""
+        data = self.get_result(job_id)
+        return None if data is None else iter((data,))
+
+    def sweep_blobs(self) -> int:
+        """Delete inputs and results past their TTL from a blob store; how many (0 where the
+        store expires them itself)."""
+        return 0
+
     @abstractmethod
     def active_count(self) -> int:
         """Jobs accepted or running (what the queue-length limit counts)."""
@@ -145,6 +179,11 @@ class JobStore(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise `StoreUnavailableError` when the store cannot be reached."""
+
+    def check_writable(self) -> None:
+        """Raise `StoreUnavailableError` (`StoreFullError` when out of memory) unless the store
+        takes writes now: /readyz must not say ready while every submit would fail."""
+        self.ping()
 
     @abstractmethod
     def live_workers(self, max_age_s: float) -> list[str]:
@@ -214,6 +253,11 @@ class JobStore(ABC):
         """Forget a consumer's heartbeat (clean shutdown)."""
 
     @abstractmethod
+    def prune_consumers(self, max_idle_s: float) -> list[str]:
+        """Remove from the queue the consumers idle longer than `max_idle_s` that hold no
+        pending job and sent no heartbeat as recently (dead workers); their names."""
+
+    @abstractmethod
     def observe(self, name: str, value: float) -> None:
         """Add one observation to histogram `name` (see `constants.HISTOGRAM_BUCKETS`)."""
 
@@ -227,7 +271,9 @@ def create_store(settings: Settings) -> JobStore:
     if settings.redis_url:
         from service.queue.redis_store import RedisJobStore
 
-        return RedisJobStore.from_url(settings.redis_url, settings.redis_key_prefix, policy)
+        return RedisJobStore.from_url(
+            settings.redis_url, settings.redis_key_prefix, policy, settings.blob_url
+        )
     from service.queue.memory_store import MemoryJobStore
 
     return MemoryJobStore(policy)

@@ -89,8 +89,8 @@ def test_missing_coverage(pipeline: NowcastPipeline) -> None:
 @pytest.mark.parametrize(
     ("shape", "message"),
     [
-        ((TINY.frames_in, 60, 64), "multiple of 16"),
-        ((TINY.frames_in, 64, 272), "exceeds"),
+        ((TINY.frames_in, 0, 64), "positive"),
+        ((TINY.frames_in, 64, 2064), "exceeds"),
         ((TINY.frames_in - 1, 64, 64), "at least 7"),
         ((TINY.frames_in, 64), "time, y, x"),
     ],
@@ -316,3 +316,23 @@ def test_motion_aware_model_samples_and_steers(pipeline: NowcastPipeline) -> Non
     assert not np.array_equal(plain[0], plain[1])
     steered = model.forecast(past, members=2, steps=3, seed=4, constraint=IntensityConstraint(8.0))
     assert np.isfinite(steered).all() and not np.allclose(steered, plain)
+
+
+def test_precip_mask_keeps_only_rain_near_the_extrapolated_rain(
+    pipeline: NowcastPipeline,
+) -> None:
+    """`precip_mask_rim_px`: the forecast is the unmasked one times the STEPS-style weight of
+    the extrapolation nowcast, so a dry input stays exactly dry."""
+    from models.extrapolation import extrapolate
+    from models.precip_mask import rain_mask
+
+    config = pipeline.config.replace(precip_mask_rim_px=3)
+    masked = NowcastPipeline(config, pipeline.encoder, pipeline.decoder, pipeline.denoiser)
+    dry = np.zeros((TINY.frames_in, GRID, GRID), dtype=np.float32)
+    assert masked.forecast(dry, members=2, steps=2, seed=0).max() == 0.0
+    past = _past(2)
+    weight = rain_mask(extrapolate(past, TINY.frames_out).rain_mm_h, rim_px=3)
+    plain = pipeline.forecast(past, members=2, steps=2, seed=0)
+    forecast = masked.forecast(past, members=2, steps=2, seed=0)
+    assert 0 < (weight == 0).mean() < 1 and not np.allclose(forecast, plain, equal_nan=True)
+    np.testing.assert_allclose(forecast, plain * weight, rtol=1e-6)

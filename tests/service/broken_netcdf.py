@@ -202,8 +202,8 @@ def irregular_times() -> bytes:
 
 
 def wrong_interval() -> bytes:
-    """Regular 10-min frames for a 5-min model."""
-    return _with_times([600 * k for k in range(9)])
+    """Regular 20-min frames: outside the 1-15 min that can be brought onto 5-min steps."""
+    return _with_times([1200 * k for k in range(9)])
 
 
 def too_few_frames() -> bytes:
@@ -211,11 +211,6 @@ def too_few_frames() -> bytes:
 
 
 # ---------------------------------------------------------------------------- grid
-
-
-def grid_not_multiple() -> bytes:
-    """64 x 50 px: 50 is not a multiple of the grid factor."""
-    return to_bytes(valid_dataset().isel(x=slice(0, 50)), keep_encoding=False)
 
 
 def _declared_only(
@@ -298,6 +293,36 @@ def all_missing() -> bytes:
     return _with_precip(np.full(valid_dataset()["precip"].shape, np.nan))
 
 
+def no_coverage_last_frame() -> bytes:
+    """Earlier frames have data, the last one is all missing: nothing to forecast from."""
+    values = valid_dataset()["precip"].values.copy()
+    values[-1] = np.nan
+    return _with_precip(values)
+
+
+def coarse_pixels() -> bytes:
+    """2 km pixels (the coordinates stretched) for a 1 km model."""
+    ds = valid_dataset()
+    ds = ds.assign_coords(x=ds["x"] * 2, y=ds["y"] * 2)
+    for name in ("x", "y"):
+        ds[name].attrs = valid_dataset()[name].attrs
+    return to_bytes(ds)
+
+
+def several_problems() -> bytes:
+    """Wrong units, 20-min frames and 2 km pixels at once: one 422 lists all three."""
+    ds = valid_dataset()
+    ds = ds.assign_coords(x=ds["x"] * 2, y=ds["y"] * 2)
+    for name in ("x", "y"):
+        ds[name].attrs = valid_dataset()[name].attrs
+    ds = ds.isel(time=slice(0, 9)).assign_coords(
+        time=ds["time"].values[0] + (1200 * np.arange(9)).astype("timedelta64[s]")
+    )
+    ds["time"].attrs = valid_dataset()["time"].attrs
+    ds["precip"].attrs["units"] = "furlongs"
+    return to_bytes(ds)
+
+
 def infinite_values() -> bytes:
     values = valid_dataset()["precip"].values.copy()
     values[-1, 10:12, 10:12] = np.inf
@@ -314,6 +339,13 @@ def absurd_values() -> bytes:
     """10,000 mm/h: reflectivity or a wrong scale stored as rain rate."""
     values = valid_dataset()["precip"].values.copy()
     values[-1, 30:34, 30:34] = 1.0e4
+    return _with_precip(values)
+
+
+def above_model_range() -> bytes:
+    """300 mm/h: a plausible rain rate, but above the model's range (rain_max_mm_h, 128)."""
+    values = valid_dataset()["precip"].values.copy()
+    values[-1, 30:34, 30:34] = 300.0
     return _with_precip(values)
 
 
@@ -365,14 +397,17 @@ BROKEN_CASES: dict[str, BrokenCase] = {
         _case(irregular_times, 422, "irregular-times"),
         _case(wrong_interval, 422, "interval-mismatch"),
         _case(too_few_frames, 422, "too-few-frames"),
-        _case(grid_not_multiple, 422, "grid-not-multiple"),
-        _case(grid_too_large, 422, "grid-too-large"),
-        _case(billions_of_cells_grid, 422, "grid-too-large"),
+        _case(grid_too_large, 413, "grid-too-large"),
+        _case(billions_of_cells_grid, 413, "grid-too-large"),
+        _case(no_coverage_last_frame, 422, "no-coverage"),
+        _case(coarse_pixels, 422, "pixel-size-mismatch"),
+        _case(several_problems, 422, "several-problems"),
         _case(oversized_chunks, 413, "chunks-too-large"),
         _case(billions_of_records_netcdf3, 413, "too-many-frames"),
         _case(all_missing, 422, "all-missing"),
         _case(infinite_values, 422, "non-finite-values"),
         _case(negative_values, 422, "negative-values"),
         _case(absurd_values, 422, "absurd-values"),
+        _case(above_model_range, 422, "above-model-range"),
     )
 }

@@ -43,7 +43,12 @@ def test_embedded_round_trip_with_submit_cli(tmp_path: Path, tiny_model_dir: Pat
 
 def test_queue_limit_then_one_batch(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> None:
     with deployment(
-        tmp_path, redis_url, model_dir=tiny_model_dir, max_queue_length=3, worker_batch_size=4
+        tmp_path,
+        redis_url,
+        model_dir=tiny_model_dir,
+        max_queue_length=3,
+        max_jobs_per_tenant=3,
+        worker_batch_size=4,
     ) as (cluster, _probe):
         cluster.start_api(workers=0)  # the API alone: nothing drains the queue yet
         with httpx.Client(base_url=cluster.url, timeout=30) as client:

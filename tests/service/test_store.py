@@ -17,7 +17,9 @@ from service.queue.store import (
 )
 from tests.support.stores import BACKENDS, job_store, make_job
 
-POLICY = QueuePolicy(lease_s=0.3, max_deliveries=2, max_queue_length=3, result_ttl_s=60)
+POLICY = QueuePolicy(
+    lease_s=0.3, max_deliveries=2, max_queue_length=3, max_jobs_per_tenant=3, result_ttl_s=60
+)
 
 
 @pytest.fixture(params=BACKENDS)

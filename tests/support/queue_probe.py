@@ -7,7 +7,9 @@ from typing import Any
 
 import redis
 
+from service.blobstore import open_blob_store
 from service.queue.constants import CONSUMER_GROUP, COUNTER_JOBS, RedisKeys
+from service.settings import Settings
 
 
 class QueueProbe:
@@ -17,15 +19,17 @@ class QueueProbe:
         self.db = redis.Redis.from_url(redis_url)
         self.keys = RedisKeys(prefix)
         self.prefix = prefix
+        # the deployment's processes inherit this environment, so they use the same blob store
+        self.blobs = open_blob_store(Settings().blob_url)
 
     def job(self, job_id: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.db.hgetall(self.keys.job(job_id)).items()}
 
     def has_result(self, job_id: str) -> bool:
-        return bool(self.db.exists(self.keys.job_result(job_id)))
+        return self.blobs.exists(f"{self.prefix}/results/{job_id}")
 
     def has_input(self, job_id: str) -> bool:
-        return bool(self.db.exists(self.keys.job_input(job_id)))
+        return self.blobs.exists(f"{self.prefix}/inputs/{job_id}")
 
     def stream_length(self) -> int:
         return int(self.db.xlen(self.keys.stream)) if self.db.exists(self.keys.stream) else 0

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api.deps import StateDep, get_tenant
 from service.api.errors import ProblemError
 from service.api.schemas import Health
-from service.queue.store import StoreUnavailableError
+from service.queue.store import StoreFullError, StoreUnavailableError
 
 router = APIRouter(tags=["operations"])
 
@@ -23,12 +23,19 @@ def get_health() -> Health:
 
 @router.get("/readyz", response_model=Health, summary="Readiness", responses={503: _PROBLEM})
 def get_readiness(state: StateDep) -> Health:
-    """Ready when the queue store answers and a worker sent a heartbeat recently."""
+    """Ready when the queue store takes writes and a worker sent a heartbeat recently."""
     store = state.store
     max_age_s = state.settings.worker_heartbeat_max_age_s
     try:
-        store.ping()
+        store.check_writable()
         workers = store.live_worker_count(max_age_s)
+    except StoreFullError as exc:
+        raise ProblemError(
+            503,
+            "store-full",
+            f"the job store refuses writes (out of memory): {exc}",
+            headers={"Retry-After": "30"},
+        ) from exc
     except StoreUnavailableError as exc:
         raise ProblemError(
             503,

@@ -27,7 +27,7 @@ def list_models(state: StateDep) -> ModelList:
                 frames_out=config.frames_out,
                 interval_s=config.interval_s,
                 pixel_size_m=config.pixel_size_m,
-                grid=GridRules(factor_px=config.grid_factor, max_px=config.max_grid_px),
+                grid=GridRules(factor_px=config.grid_factor, max_px=config.max_domain_px),
                 constraint_types=list(CONSTRAINT_TYPES),
                 default_steps=config.diffusion.sampling_steps,
                 max_steps=config.diffusion.num_train_steps,

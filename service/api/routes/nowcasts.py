@@ -2,36 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
-import re
-import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import OwnedJobDep, ServiceState, StateDep, StoreDep, TenantDep
-from service.api.errors import ProblemError, describe_errors, validation_errors
-from service.api.schemas import MAX_SEED, JobList, JobOut, Link, NowcastParams
+from service.api.deps import (
+    OwnedJobDep,
+    ServiceState,
+    StateDep,
+    StoreDep,
+    TenantDep,
+    reject_unknown_query,
+)
+from service.api.errors import ProblemError
+from service.api.job_events import JobEventHub
+from service.api.schemas import MAX_SEED, JobList, JobOut, Link
+from service.api.submission import (
+    check_idempotency_key,
+    check_queue_room,
+    create_job,
+    open_result,
+)
 from service.api.upload import read_submission
-from service.netcdf_io import RadarInput, RadarInputError, read_radar_netcdf
 from service.queue.constants import JobStatus
-from service.queue.jobs import Constraint, Job, JobParams, new_job_id
-from service.queue.store import Idempotency, IdempotencyConflictError, QueueFullError
+from service.queue.jobs import Job
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/nowcasts", tags=["nowcasts"])
+# unknown query parameters answer 422 (a misspelt `membrs=4` must not silently run defaults)
+router = APIRouter(
+    prefix="/v1/nowcasts", tags=["nowcasts"], dependencies=[Depends(reject_unknown_query)]
+)
 
 NETCDF = "application/x-netcdf"
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+OCTET_STREAM = "application/octet-stream"
+# the forecast file in both media types: generic clients and generators know only octet-stream
+NETCDF_CONTENT = {
+    media_type: {"schema": {"type": "string", "format": "binary"}}
+    for media_type in (NETCDF, OCTET_STREAM)
+}
 _SSE_KEEPALIVE_S = 15.0
 
 _PROBLEM = {"content": {"application/problem+json": {}}}
@@ -75,7 +89,12 @@ def job_body(request: Request, job: Job) -> dict[str, Any]:
 def submit_query(
     members: Annotated[int | None, Query(description="ensemble members, 1-64 (default 10)")] = None,
     steps: Annotated[int | None, Query(description="sampler steps (default: the model's)")] = None,
-    seed: Annotated[int | None, Query(description="random seed (default: drawn)")] = None,
+    seed: Annotated[
+        int | None,
+        Query(
+            ge=0, le=MAX_SEED, description=f"random seed, 0 to 2^53-1 = {MAX_SEED} (default: drawn)"
+        ),
+    ] = None,
     products: Annotated[
         str | None, Query(description="comma-separated: members, mean, exceedance, percentiles")
     ] = None,
@@ -120,46 +139,16 @@ def submit_query(
         params["constraint"] = {"type": "mean_intensity", "target_mm_h": target_mm_h}
         if strength is not None:
             params["constraint"]["strength"] = strength
-    return params
-
-
-def _validate_params(raw: dict[str, Any], state: ServiceState) -> NowcastParams:
-    try:
-        params = NowcastParams.model_validate(raw)
-    except ValidationError as exc:
-        errors = validation_errors(exc.errors())
-        raise ProblemError(
-            422, "invalid-parameters", describe_errors(errors), extra={"errors": errors}
-        ) from exc
-    max_steps = state.model.config.diffusion.num_train_steps
-    if params.steps is not None and params.steps > max_steps:
+    if strength is not None and target_mm_h is None:
+        # a strength alone used to be dropped silently, running an unconstrained forecast
         raise ProblemError(
             422,
             "invalid-parameters",
-            f"steps: {params.steps} exceeds the model's {max_steps} diffusion steps; ask for "
-            f"at most {max_steps} (default {state.model.config.diffusion.sampling_steps})",
+            "strength: only applies with target_mm_h (or inside a `constraint` JSON); add "
+            "target_mm_h or drop strength",
+            extra={"errors": [{"field": "query.strength", "message": "needs target_mm_h"}]},
         )
     return params
-
-
-def _validate_radar(data: bytes, state: ServiceState) -> RadarInput:
-    try:
-        return read_radar_netcdf(
-            data, state.model.config, zr_a=state.settings.zr_a, zr_b=state.settings.zr_b
-        )
-    except RadarInputError as exc:
-        raise ProblemError(exc.status, exc.code, exc.detail) from exc
-
-
-def _queue_full(state: ServiceState) -> ProblemError:
-    retry_after = str(state.settings.retry_after_s * 6)
-    return ProblemError(
-        503,
-        "queue-full",
-        f"the queue holds its limit of {state.settings.max_queue_length} jobs; retry after "
-        f"{retry_after} s",
-        headers={"Retry-After": retry_after},
-    )
 
 
 @router.post(
@@ -173,13 +162,14 @@ def _queue_full(state: ServiceState) -> ProblemError:
         413: _PROBLEM,
         415: _PROBLEM,
         422: _PROBLEM,
+        429: _PROBLEM,
         503: _PROBLEM,
     },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                NETCDF: {"schema": {"type": "string", "format": "binary"}},
+                **NETCDF_CONTENT,
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
@@ -209,70 +199,17 @@ async def submit_nowcast(
     ] = None,
 ) -> JSONResponse:
     """Submit a radar sequence (CF-NetCDF) for an ensemble nowcast; answers 202 and the job."""
-    store = state.store
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-        raise ProblemError(
-            400,
-            "bad-idempotency-key",
-            "Idempotency-Key must be 1-255 visible ASCII characters (e.g. a UUID)",
-        )
-    # cheap check first, so a full queue does not make the client upload megabytes
-    if await run_in_threadpool(store.active_count) >= state.settings.max_queue_length:
-        raise _queue_full(state)
+    check_idempotency_key(idempotency_key)
+    await check_queue_room(state)
     data, body_params = await read_submission(request)
-    params = _validate_params({**query, **body_params}, state)
-    radar = await run_in_threadpool(_validate_radar, data, state)
-
-    input_sha256 = hashlib.sha256(data).hexdigest()
-    requested = json.dumps(params.model_dump(mode="json"), sort_keys=True)
-    fingerprint = hashlib.sha256(f"{input_sha256}\n{requested}".encode()).hexdigest()
-    config = state.model.config
-    job = Job(
-        id=new_job_id(),
-        tenant=tenant,
-        params=JobParams(
-            members=params.members or state.settings.default_members,
-            steps=params.steps or config.diffusion.sampling_steps,
-            # drawn here, not in the worker, so a redelivered job reproduces the same forecast
-            seed=params.seed if params.seed is not None else secrets.randbelow(MAX_SEED),
-            constraint=Constraint(**params.constraint.model_dump()) if params.constraint else None,
-            products=tuple(params.products),
-            thresholds_mm_h=tuple(params.thresholds_mm_h),
-            percentiles=tuple(params.percentiles),
-        ),
-        input_shape=tuple(int(n) for n in radar.rain_mm_h.shape),
-        input_sha256=input_sha256,
-        model=f"{state.model.name}-{state.model.version}",
-    )
-    idempotency = Idempotency(idempotency_key, fingerprint) if idempotency_key else None
-    try:
-        submitted = await run_in_threadpool(store.submit, job, data, idempotency)
-    except QueueFullError:
-        raise _queue_full(state) from None
-    except IdempotencyConflictError:
-        raise ProblemError(
-            422,
-            "idempotency-key-reused",
-            "this Idempotency-Key was already used with a different file or parameters; use a "
-            "new key for a new request",
-        ) from None
+    submitted = await create_job(state, tenant, data, {**query, **body_params}, idempotency_key)
     job = submitted.job
     headers = {
         "Location": str(request.url_for("get_nowcast", job_id=job.id)),
         "Retry-After": str(state.settings.retry_after_s),
     }
-    if submitted.created:
-        logger.info(
-            "job=%s accepted tenant=%s input=%s members=%d steps=%d",
-            job.id,
-            tenant,
-            "x".join(map(str, job.input_shape)),
-            job.params.members,
-            job.params.steps,
-        )
-    else:
+    if not submitted.created:
         headers["Idempotent-Replayed"] = "true"
-        logger.info("job=%s returned again for its Idempotency-Key tenant=%s", job.id, tenant)
     return JSONResponse(job_body(request, job), status_code=202, headers=headers)
 
 
@@ -336,31 +273,34 @@ async def stream_nowcast_events(
 ) -> StreamingResponse:
     """Server-sent events: an `status` event (the job document) on every change, until done."""
     return StreamingResponse(
-        _job_events(request, state, job.id),
+        _job_events(request, state, job),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _job_events(request: Request, state: ServiceState, job_id: str) -> AsyncIterator[str]:
+async def _job_events(request: Request, state: ServiceState, first: Job) -> AsyncIterator[str]:
+    # the process's one poller reads the job (`JobEventHub`): no store call per stream
+    hub: JobEventHub = request.app.state.job_events
     last_seen: tuple[Any, ...] | None = None
     last_sent = time.monotonic()
     event_id = 0
-    while True:
-        job = await run_in_threadpool(state.store.get, job_id)
-        if job is None:
-            return
-        seen = (job.status, job.progress_step, job.progress_total, job.cancel_requested)
-        if seen != last_seen:
-            event_id += 1
-            yield (f"id: {event_id}\nevent: status\ndata: {json.dumps(job_body(request, job))}\n\n")
-            last_seen, last_sent = seen, time.monotonic()
-        elif time.monotonic() - last_sent > _SSE_KEEPALIVE_S:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        if job.status.is_terminal or await request.is_disconnected():
-            return
-        await asyncio.sleep(state.settings.sse_poll_interval_s)
+    async with hub.subscribe(first) as subscription:
+        while True:
+            job = await subscription.next(timeout_s=_SSE_KEEPALIVE_S)
+            if job is None:
+                return
+            seen = (job.status, job.progress_step, job.progress_total, job.cancel_requested)
+            if seen != last_seen:
+                event_id += 1
+                body = json.dumps(job_body(request, job))
+                yield f"id: {event_id}\nevent: status\ndata: {body}\n\n"
+                last_seen, last_sent = seen, time.monotonic()
+            elif time.monotonic() - last_sent > _SSE_KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            if job.status.is_terminal or await request.is_disconnected():
+                return
 
 
 @router.get(
@@ -368,48 +308,26 @@ async def _job_events(request: Request, state: ServiceState, job_id: str) -> Asy
     summary="Forecast of a nowcast (CF-NetCDF)",
     response_class=Response,
     responses={
-        200: {"content": {NETCDF: {"schema": {"type": "string", "format": "binary"}}}},
+        200: {"content": NETCDF_CONTENT, "description": "the forecast file"},
         401: _PROBLEM,
         404: _PROBLEM,
         410: _PROBLEM,
     },
 )
-def get_nowcast_result(job: OwnedJobDep, store: StoreDep, state: StateDep) -> Response:
+def get_nowcast_result(request: Request, job: OwnedJobDep, state: StateDep) -> Response:
     """The forecast ensemble as CF-1.8 NetCDF once the job is successful."""
-    if job.status in (JobStatus.ACCEPTED, JobStatus.RUNNING):
-        where = (
-            f"running, step {job.progress_step} of {job.progress_total}"
-            if job.status is JobStatus.RUNNING
-            else "waiting in the queue"
-        )
-        raise ProblemError(
-            404,
-            "result-not-ready",
-            f"the job is {where}; poll its status or follow its events and fetch the result "
-            "once it is successful",
-            headers={"Retry-After": str(state.settings.retry_after_s)},
-        )
-    if job.status is not JobStatus.SUCCESSFUL:
-        reason = f": {job.error_detail}" if job.error_detail else ""
-        raise ProblemError(
-            404,
-            "no-result",
-            f"the job is {job.status.value}{reason}; "
-            "it has no result, submit it again if you still need it",
-        )
-    data = store.get_result(job.id)
-    if data is None:
-        raise ProblemError(
-            410,
-            "result-expired",
-            f"the result expired ({state.settings.result_ttl_s} s after the job finished); "
-            "submit the job again",
-        )
-    return Response(
-        content=data,
-        media_type=NETCDF,
-        headers={"Content-Disposition": f'attachment; filename="nowcast-{job.id}.nc"'},
-    )
+    return netcdf_response(request, open_result(job, state), job.id)
+
+
+def netcdf_response(request: Request, data: bytes | Iterator[bytes], job_id: str) -> Response:
+    """The forecast file, as `application/x-netcdf` unless the client accepts only
+    `application/octet-stream`; streamed when `data` is an iterator of chunks."""
+    accept = request.headers.get("accept", "")
+    media_type = OCTET_STREAM if OCTET_STREAM in accept and "netcdf" not in accept else NETCDF
+    headers = {"Content-Disposition": f'attachment; filename="nowcast-{job_id}.nc"'}
+    if isinstance(data, bytes):
+        return Response(content=data, media_type=media_type, headers=headers)
+    return StreamingResponse(data, media_type=media_type, headers=headers)
 
 
 # ---------------------------------------------------------------------------------- cancel
