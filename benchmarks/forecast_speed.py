@@ -148,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     pixel_km = config.pixel_size_m / 1000
 
     def model(radar: RadarInput) -> np.ndarray:
-        return pipeline.forecast(radar.rain_mm_h, members=args.members, steps=args.steps, seed=0)
+        return pipeline.forecast(
+            radar.model_rain_mm_h, members=args.members, steps=args.steps, seed=0
+        )
 
     def baseline(name: str, members: int, **extra: int) -> Forecast:
         method = baselines.get_method(name)
 
         def run(radar: RadarInput) -> np.ndarray:
             return method(
-                radar.rain_mm_h,
+                radar.model_rain_mm_h,
                 leads,
                 interval_s=interval_s,
                 pixel_size_km=pixel_km,

@@ -146,6 +146,10 @@ def running_service(
         "NOWCAST_MODEL_DIR": str(model_dir),
         "NOWCAST_API_KEYS_FILE": str(keys_file),
         "NOWCAST_MAX_QUEUE_LENGTH": str(max_queue),
+        # the burst measures the queue: one tenant's whole burst, all uploads at once (the
+        # defaults answer 429 above half the queue and 503 above 8 concurrent uploads)
+        "NOWCAST_MAX_JOBS_PER_TENANT": str(max_queue),
+        "NOWCAST_MAX_CONCURRENT_UPLOADS": "256",
         "NOWCAST_WORKER_POLL_S": "0.2",
     }
     log = open(log_dir / "service.log", "wb")  # noqa: SIM115 - closed below

@@ -174,7 +174,9 @@ def test_model_info_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.main(["--config", "tiny", "--grid", "128", "64"]) == 0
     tiny = json.loads(capsys.readouterr().out)
     assert tiny["latent_shape"] == [TINY.vae.latent_channels, 16, 8]
-    assert info.main(["--config", "tiny", "--grid", "100", "64"]) == 1
+    assert info.main(["--config", "tiny", "--grid", "100", "64"]) == 0  # padded, not refused
+    capsys.readouterr()
+    assert info.main(["--config", "tiny", "--grid", "4096", "64"]) == 1  # above the largest side
 
 
 def test_model_info_weights(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

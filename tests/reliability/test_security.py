@@ -26,7 +26,13 @@ from tests.support.cluster import RADAR_64, submit, wait_status
 pytestmark = pytest.mark.integration
 
 RADAR = RADAR_64.read_bytes()
-JOB_ID_OPERATIONS = (("GET", ""), ("GET", "/result"), ("GET", "/events"), ("DELETE", ""))
+JOB_ID_OPERATIONS = (
+    ("GET", ""),
+    ("GET", "/result"),
+    ("GET", "/events"),
+    ("GET", "/quicklook.png"),
+    ("DELETE", ""),
+)
 
 
 def _job_operations(client: httpx.Client) -> list[tuple[str, str]]:
@@ -55,7 +61,8 @@ def test_every_job_operation_needs_a_valid_key(guarded: Guarded) -> None:
             "random": {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"},
         }
         operations = _job_operations(alpha)
-        assert len(operations) == 6
+        # submit, list, status, cancel, events, result, quick-look
+        assert len(operations) == 7
         for method, path in operations:
             url = f"{guarded.fleet.url}{path.replace('{job_id}', job)}"
             for name, headers in bad_headers.items():

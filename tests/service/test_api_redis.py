@@ -261,7 +261,8 @@ def test_models_and_metrics(alpha: httpx.Client, cluster: Cluster) -> None:
     assert model["grid"]["factor_px"] == 16 and "mean_intensity" in model["constraint_types"]
     assert httpx.get(f"{cluster.url}/metrics").status_code == 401  # auth is on: key needed
     metrics = alpha.get("/metrics").text
-    assert 'nowcast_jobs_total{outcome="successful"}' in metrics
+    assert "nowcast_jobs_submitted_total" in metrics
+    assert 'nowcast_jobs_finished_total{outcome="successful"}' in metrics
     assert "nowcast_workers_alive 2.0" in metrics
     assert "nowcast_run_seconds_count" in metrics
 
