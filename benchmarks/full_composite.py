@@ -3,7 +3,8 @@
 Reads a radar event file as the service does (`read_radar_netcdf`: the last 30 min of frames,
 brought to the model's interval and pixel), then times one ensemble forecast of the whole grid
 with the model (motion, tiles, decoding included; loading not counted) and with STEPS at the
-protocol's settings (`models.evaluation.baselines.steps`, LK motion included) on the same frames.
+protocol's settings (`models.evaluation.baselines.steps`, LK motion included, as many dask workers
+as there are usable cores) on the same frames.
 Each method runs in its own process, so that its peak resident memory (`ru_maxrss`) is its own.
 Prints one JSON object: seconds and peak MiB of both, and the model / STEPS time ratio.
 
@@ -55,7 +56,12 @@ def _run(method: str, args: argparse.Namespace, out: Any) -> None:
         from models.evaluation import baselines
 
         started = time.perf_counter()
-        forecast = baselines.steps(np.nan_to_num(past), 12, members=args.members)
+        from service.threads import available_cores
+
+        # as many dask workers as the model's threads use cores (issue 14's fair reference)
+        forecast = baselines.steps(
+            np.nan_to_num(past), 12, members=args.members, num_workers=available_cores()
+        )
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     out.put({"seconds": round(seconds, 2), "peak_mib": round(peak_mib), "shape": forecast.shape})
