@@ -23,7 +23,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CHUNK_BYTES = 1024 * 1024  # what a download stream reads at once
 _TMP_PREFIX = ".tmp-"
@@ -128,12 +128,7 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             return None
 
-        def chunks() -> Iterator[bytes]:
-            with handle:
-                while block := handle.read(CHUNK_BYTES):
-                    yield block
-
-        return chunks()
+        return _chunks(handle)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -196,12 +191,7 @@ class FsspecBlobStore(BlobStore):
         except FileNotFoundError:
             return None
 
-        def chunks() -> Iterator[bytes]:
-            with handle:
-                while block := handle.read(CHUNK_BYTES):
-                    yield block
-
-        return chunks()
+        return _chunks(handle)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -249,3 +239,10 @@ def open_blob_store(url: str) -> BlobStore:
     if "://" not in url:
         return LocalBlobStore(Path(url).expanduser())
     return FsspecBlobStore(url)
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    """The rest of an open file in `CHUNK_BYTES` blocks; closes it when done or abandoned."""
+    with handle:
+        while block := handle.read(CHUNK_BYTES):
+            yield block
