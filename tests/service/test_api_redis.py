@@ -53,21 +53,15 @@ def cluster(
         yield running
 
 
-def _client(cluster: Cluster, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=cluster.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    )
-
-
 @pytest.fixture()
 def alpha(cluster: Cluster) -> Iterator[httpx.Client]:
-    with _client(cluster, KEY_A) as client:
+    with cluster.client(KEY_A) as client:
         yield client
 
 
 @pytest.fixture()
 def beta(cluster: Cluster) -> Iterator[httpx.Client]:
-    with _client(cluster, KEY_B) as client:
+    with cluster.client(KEY_B) as client:
         yield client
 
 

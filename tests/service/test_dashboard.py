@@ -59,12 +59,6 @@ def cluster(
         yield running
 
 
-def _client(cluster: Cluster, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=cluster.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-    )
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium (Selenium + Debian's chromedriver) that can reach only 127.0.0.1."""
@@ -179,7 +173,7 @@ def test_dashboard_submits_watches_and_shows_quicklook(
     assert browser.find_element(By.CSS_SELECTOR, f"{row} td.status").text == "successful"
     assert browser.find_element(By.CSS_SELECTOR, f"{row} td.progress").text.strip() == "4/4"
     assert browser.find_element(By.CSS_SELECTOR, f"{row} td.members").text == "3"
-    with _client(cluster, KEY_A) as alpha:
+    with cluster.client(KEY_A, 60) as alpha:
         job = alpha.get(f"/v1/nowcasts/{job_id}").json()
     assert job["status"] == "successful"
     assert (job["params"]["members"], job["params"]["steps"]) == (3, 4)
@@ -204,7 +198,7 @@ def test_dashboard_submits_watches_and_shows_quicklook(
 
 
 def test_quicklook_endpoint_is_tenant_isolated_and_validates(cluster: Cluster) -> None:
-    with _client(cluster, KEY_A) as alpha, _client(cluster, KEY_B) as beta:
+    with cluster.client(KEY_A, 60) as alpha, cluster.client(KEY_B, 60) as beta:
         response = submit(
             alpha, RADAR_64.read_bytes(), members=2, steps=2, seed=3, thresholds_mm_h="0.5,2"
         )

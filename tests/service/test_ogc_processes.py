@@ -57,15 +57,9 @@ def cluster(
         yield running
 
 
-def _client(cluster: Cluster, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=cluster.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    )
-
-
 @pytest.fixture()
 def alpha(cluster: Cluster) -> Iterator[httpx.Client]:
-    with _client(cluster, KEY_A) as client:
+    with cluster.client(KEY_A) as client:
         yield client
 
 
@@ -151,7 +145,7 @@ def test_without_prefer_it_still_runs_asynchronously(alpha: httpx.Client) -> Non
 
 def test_jobs_are_per_tenant_and_dismissable(alpha: httpx.Client, cluster: Cluster) -> None:
     job_id = submit(alpha, RADAR, members=1, steps=200).json()["id"]  # long enough to dismiss
-    with _client(cluster, KEY_B) as beta:
+    with cluster.client(KEY_B) as beta:
         for method in ("GET", "DELETE"):
             other = beta.request(method, f"/ogc/jobs/{job_id}")
             assert other.status_code == 404

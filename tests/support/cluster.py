@@ -180,6 +180,12 @@ class Cluster:
             self._supervisor = None
 
     # ------------------------------------------------------------------ end
+    def client(self, key: str, timeout_s: float = 30) -> httpx.Client:
+        """An HTTP client of the API that sends `key` as its bearer token."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s
+        )
+
     def logs(self) -> str:
         return "\n".join(
             f"===== {path.name}\n{path.read_text(errors='replace')[-6000:]}"
