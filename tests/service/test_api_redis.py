@@ -14,55 +14,18 @@ import xarray as xr
 
 from tests.support.cluster import (
     DATA,
+    KEY_A,
     RADAR_64,
+    SHARED_MAX_BODY_BYTES,
     Cluster,
-    deployment,
     forecast_precip,
     sse_events,
     submit,
     wait_for,
     wait_status,
-    write_keys_file,
 )
 
 pytestmark = pytest.mark.integration
-
-KEY_A = "key-alpha-0123456789abcdef"
-KEY_B = "key-beta-0123456789abcdef0"
-MAX_BODY_BYTES = 300_000
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
-) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
-    keys = write_keys_file(tmp / "keys.json", {KEY_A: "alpha", KEY_B: "beta"})
-    with deployment(
-        tmp,
-        redis_url,
-        model_dir=tiny_model_dir,
-        api_keys_file=keys,
-        max_body_bytes=MAX_BODY_BYTES,
-        progress_interval_s=0.1,
-        sse_poll_interval_s=0.1,
-        worker_poll_s=0.5,
-        worker_batch_size=4,
-    ) as (running, _probe):
-        running.start(workers=2)
-        yield running
-
-
-@pytest.fixture()
-def alpha(cluster: Cluster) -> Iterator[httpx.Client]:
-    with cluster.client(KEY_A) as client:
-        yield client
-
-
-@pytest.fixture()
-def beta(cluster: Cluster) -> Iterator[httpx.Client]:
-    with cluster.client(KEY_B) as client:
-        yield client
 
 
 RADAR = RADAR_64.read_bytes()
@@ -201,7 +164,7 @@ def test_multipart_submit(alpha: httpx.Client) -> None:
 
 
 def test_oversized_body_413(alpha: httpx.Client) -> None:
-    big = RADAR + b"\0" * MAX_BODY_BYTES
+    big = RADAR + b"\0" * SHARED_MAX_BODY_BYTES
     declared = submit(alpha, big)
     assert declared.status_code == 413 and declared.json()["code"] == "body-too-large"
 

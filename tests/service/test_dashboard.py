@@ -1,6 +1,6 @@
 """The dashboard, the quick-look endpoint and the self-hosted /docs, in a real headless Chromium.
 
-Real uvicorn API + one real worker process + real Redis, tiny random model, auth on. The browser
+The shared cluster (real uvicorn, two real workers, real Redis, tiny model, auth on). The browser
 is Debian's `chromium` driven by Selenium through Debian's `chromedriver` (no browser download);
 its host resolver fails every name, so a page that needed a CDN would not render. The browser
 tests skip when chromium is absent; the HTTP tests run everywhere.
@@ -23,40 +23,20 @@ import pytest
 from matplotlib.image import imread
 
 from tests.support.cluster import (
+    KEY_A,
+    KEY_B,
     RADAR_64,
     Cluster,
-    deployment,
     submit,
     wait_status,
-    write_keys_file,
 )
 
 pytestmark = pytest.mark.integration
 
-KEY_A = "key-alpha-0123456789abcdef"
-KEY_B = "key-beta-0123456789abcdef0"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUICKLOOK_PRODUCTS = ("mean", "member", "probability")
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
-) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("dashboard")
-    keys = write_keys_file(tmp / "keys.json", {KEY_A: "alpha", KEY_B: "beta"})
-    with deployment(
-        tmp,
-        redis_url,
-        model_dir=tiny_model_dir,
-        api_keys_file=keys,
-        progress_interval_s=0.1,
-        worker_poll_s=0.5,
-    ) as (running, _probe):
-        running.start(workers=1)
-        yield running
 
 
 @pytest.fixture(scope="module")

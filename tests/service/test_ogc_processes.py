@@ -9,7 +9,6 @@ executes the process; its status is then followed through the links the document
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,12 @@ import netCDF4
 import pytest
 
 from tests.support.cluster import (
+    KEY_A,
+    KEY_B,
     RADAR_64,
     Cluster,
-    deployment,
     submit,
     wait_for,
-    write_keys_file,
 )
 from tests.support.ogc_schemas import validate
 
@@ -31,36 +30,10 @@ pytestmark = pytest.mark.integration
 
 processes_module = pytest.importorskip("owslib.ogcapi.processes", reason="OWSLib (test extra)")
 
-KEY_A = "key-alpha-0123456789abcdef"
-KEY_B = "key-beta-0123456789abcdef0"
 RADAR = RADAR_64.read_bytes()
 OGC_CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 OGC_EXCEPTION = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
 RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
-) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("ogc")
-    keys = write_keys_file(tmp / "keys.json", {KEY_A: "alpha", KEY_B: "beta"})
-    with deployment(
-        tmp,
-        redis_url,
-        model_dir=tiny_model_dir,
-        api_keys_file=keys,
-        progress_interval_s=0.1,
-        worker_poll_s=0.5,
-    ) as (running, _probe):
-        running.start(workers=1)
-        yield running
-
-
-@pytest.fixture()
-def alpha(cluster: Cluster) -> Iterator[httpx.Client]:
-    with cluster.client(KEY_A) as client:
-        yield client
 
 
 def _execute_body(**inputs: Any) -> dict[str, Any]:

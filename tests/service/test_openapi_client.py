@@ -1,7 +1,7 @@
 """The OpenAPI document is good enough for a generated client, and query parameters are strict.
 
 `openapi-python-client` generates a client from the `/openapi.json` of a real server (uvicorn,
-Redis, one worker, tiny random model, auth on); the generated client alone then submits the raw
+Redis, two workers, tiny random model, auth on); the generated client alone then submits the raw
 radar NetCDF, polls the job and downloads the forecast. The document itself is checked for what
 generators rely on: short unique operation ids, problem+json schemas on errors, auth as
 configured.
@@ -28,37 +28,17 @@ from service.api.app import create_app
 from service.api.schemas import MAX_SEED
 from service.settings import Settings
 from tests.support.cluster import (
+    KEY_A,
     RADAR_64,
     Cluster,
-    deployment,
     submit,
     wait_for,
-    write_keys_file,
 )
 
 pytestmark = pytest.mark.integration
 
-KEY = "key-alpha-0123456789abcdef"
 RADAR = RADAR_64.read_bytes()
 PACKAGE = "nowcast_generated_client"
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_model_dir: Path
-) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("openapi")
-    keys = write_keys_file(tmp / "keys.json", {KEY: "alpha"})
-    with deployment(
-        tmp,
-        redis_url,
-        model_dir=tiny_model_dir,
-        api_keys_file=keys,
-        progress_interval_s=0.1,
-        worker_poll_s=0.5,
-    ) as (running, _probe):
-        running.start(workers=1)
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +92,7 @@ def test_generated_client_submits_polls_and_downloads(
     generated: SimpleNamespace, cluster: Cluster
 ) -> None:
     ops, File = generated.nowcasts, generated.types.File  # noqa: N806 - the generated class
-    client = generated.client.AuthenticatedClient(base_url=cluster.url, token=KEY)
+    client = generated.client.AuthenticatedClient(base_url=cluster.url, token=KEY_A)
     with client:
         body = File(payload=io.BytesIO(RADAR), file_name="radar.nc")
         job = ops["submit_nowcast"].sync(
@@ -151,7 +131,7 @@ def test_generated_client_submits_polls_and_downloads(
 def test_unknown_query_parameters_answer_422_naming_them(
     cluster: Cluster, method: str, params: dict[str, Any], unknown: list[str]
 ) -> None:
-    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {KEY_A}"}) as client:
         if method == "POST":
             response = submit(client, RADAR, **params)
         else:
@@ -165,7 +145,7 @@ def test_unknown_query_parameters_answer_422_naming_them(
 
 
 def test_seeds_past_2_to_the_53_and_a_lone_strength_are_refused(cluster: Cluster) -> None:
-    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {KEY_A}"}) as client:
         too_big = submit(client, RADAR, seed=MAX_SEED + 1)
         lone_strength = submit(client, RADAR, strength=3)
     assert too_big.status_code == 422 and "seed" in too_big.json()["detail"]

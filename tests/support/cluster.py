@@ -34,6 +34,11 @@ DATA = REPO / "tests" / "data"
 RADAR_64 = DATA / "mch_20150515_64.nc"
 TERMINAL = ("successful", "failed", "dismissed")
 REAL_WORKER = ("service.cli", "worker")
+# the API keys of the two tenants of the cluster tests/service/conftest.py shares
+KEY_A = "key-alpha-0123456789abcdef"
+KEY_B = "key-beta-0123456789abcdef0"
+# that cluster's request body cap: above every radar file in tests/data, so tests can pass it
+SHARED_MAX_BODY_BYTES = 300_000
 
 
 def free_port() -> int:
