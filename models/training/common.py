@@ -56,7 +56,7 @@ def stage_config(preset: str, state: dict[str, Any] | None) -> ModelConfig:
         return config
     stored = ModelConfig.from_dict(state["config"])
     if stored.replace(latent_scale=config.latent_scale) != config:
-        print(f"note: resuming with the checkpoint's config, which differs from preset {preset!r}")
+        print(f"note: using the checkpoint's config, which differs from preset {preset!r}")
     return stored
 
 

@@ -53,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.7,
         help="fraction of --steps after which the adversarial loss is on (default 0.7)",
     )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="VAE run folder whose weights (VAE and discriminator) start this run; its step "
+        "count and optimiser do not carry over",
+    )
+    parser.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="train the decoder only, the encoder frozen: the latents do not change, so a "
+        "denoiser trained on them stays valid",
+    )
 
 
 def _validation_batch(events, crop_px: int, seed: int) -> np.ndarray:
@@ -76,7 +88,8 @@ def train(args: argparse.Namespace) -> int:
     device = select_device(args.device, args.threads)
     run_dir = Path(args.out or "runs/vae")
     state = load_checkpoint(run_dir, device) if args.resume else None
-    cfg = stage_config(args.config, state)
+    warm = load_checkpoint(Path(args.init_from), device) if args.init_from and not state else None
+    cfg = stage_config(args.config, state or warm)
     steps = args.steps or DEFAULTS["steps"]
     batch_size = args.batch_size or DEFAULTS["batch_size"]
     crop_px = args.crop_px or DEFAULTS["crop_px"]
@@ -91,7 +104,13 @@ def train(args: argparse.Namespace) -> int:
         pixel_loss="l1", disc_start_step=int(round(args.disc_start_fraction * steps))
     )
     # betas of the VQGAN/LDM autoencoder recipe: a short momentum suits the adversarial game
-    opt_vae = torch.optim.Adam(vae.parameters(), lr=base_lr, betas=(0.5, 0.9))
+    if warm is not None:
+        vae.load_state_dict(warm["vae"])
+        discriminator.load_state_dict(warm["discriminator"])
+    if args.decoder_only:
+        vae.encoder.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    opt_vae = torch.optim.Adam(trained, lr=base_lr, betas=(0.5, 0.9))
     opt_disc = torch.optim.Adam(discriminator.parameters(), lr=base_lr, betas=(0.5, 0.9))
 
     start_step, elapsed_s = 0, 0.0
@@ -135,6 +154,8 @@ def train(args: argparse.Namespace) -> int:
 
     step = start_step
     vae.train()
+    if args.decoder_only:
+        vae.encoder.eval()
     discriminator.train()
     stop = min(steps, args.until_step or steps)
     while step < stop:

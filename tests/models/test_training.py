@@ -121,6 +121,20 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(data_dir, 
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def test_decoder_only_run_starts_from_a_vae_run_and_keeps_its_encoder(runs, data_dir, tmp_path):
+    tuned = tmp_path / "decoder"
+    args = ["--init-from", str(runs["vae"]), "--decoder-only", "--disc-start-fraction", "0"]
+    assert main(["vae", *_common(data_dir, tuned, 2), *args]) == 0
+    before, after = load_checkpoint(runs["vae"])["vae"], load_checkpoint(tuned)["vae"]
+    encoder = [name for name in before if name.startswith("encoder.")]
+    decoder = [name for name in before if name.startswith("decoder.")]
+    assert encoder and decoder
+    # the latents an LDM was trained on do not change; the decoder (and only it) learns
+    assert all(torch.equal(before[name], after[name]) for name in encoder)
+    assert any(not torch.equal(before[name], after[name]) for name in decoder)
+    assert _logged_steps(tuned)[-1] == 2  # a new schedule, not the init run's step count
+
+
 def test_ema_tracks_the_average_of_the_weights():
     module = torch.nn.Linear(2, 1)
     ema = EMA(module, decay=0.5)
