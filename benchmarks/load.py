@@ -20,9 +20,12 @@ validation, Redis queue, batching, NetCDF output), not the model's: the `tiny` r
     python benchmarks/load.py --json out.json # also write the figures
     python benchmarks/load.py --streams 1000  # status polling with 1,000 open event streams
 
-`--streams N` measures only status polling, while N event streams (SSE) stay open on waiting
-jobs: the API runs without workers (`--workers 0`), so the jobs stay `accepted` and their
-streams open for the whole measurement.
+`--streams N` measures only status polling, first with no event stream open, then while N event
+streams (SSE) stay open on waiting jobs: the API runs without workers (`--workers 0`), so the jobs
+stay `accepted` and their streams open for the whole measurement. The streams are held by
+`--stream-procs` child processes (default: one per 250 streams; asyncio + httpx, one connection
+per stream), so that the poller's own event loop and file descriptors are not the client's
+bottleneck: what the figures show is the server's.
 
 Exit status 0 when every job completed and no request got a 5xx, else 1.
 """
@@ -345,33 +348,90 @@ async def run_benchmark(url: str, keys: dict[str, str], args: argparse.Namespace
     return {"polling": asdict(polling), "burst": asdict(bursting)}
 
 
+STREAMS_PER_PROCESS = 250
+_STREAM_KEY_ENV = "NOWCAST_LOAD_STREAM_KEY"
+
+
 async def _hold_stream(
-    url: str, key: str, job_id: str, opened: list[int], stop: asyncio.Event
+    client: httpx.AsyncClient, job_id: str, opened: list[int], stop: asyncio.Event
 ) -> bool:
     """One event stream held open until `stop`; True when it was still open then."""
+    async with client.stream("GET", f"/v1/nowcasts/{job_id}/events") as response:
+        first = asyncio.Event()
+
+        async def read_to_the_end() -> None:
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and not first.is_set():
+                    opened[0] += 1
+                    first.set()
+
+        reading = asyncio.ensure_future(read_to_the_end())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        still_open = not reading.done()
+        reading.cancel()
+        stopping.cancel()
+        return still_open
+
+
+async def hold_streams(url: str, key: str, job_ids: list[str], count: int) -> None:
+    """Child process (`--hold-streams`): hold `count` event streams over `job_ids` in turn.
+
+    Prints `opened N` once every stream has had its first event (or after 300 s), then holds
+    them until its stdin closes, then prints `open_at_end N` (streams still open then).
+    """
     headers = {"Authorization": f"Bearer {key}"}
-    timeout = httpx.Timeout(60.0, read=None)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as client:
-        async with client.stream("GET", f"/v1/nowcasts/{job_id}/events") as response:
-            first = asyncio.Event()
+    # one connection per stream; no read timeout: a waiting job's stream may stay quiet
+    limits = httpx.Limits(max_connections=count + 1, max_keepalive_connections=0)
+    timeout = httpx.Timeout(60.0, read=None, pool=300.0)
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=timeout
+    ) as client:
+        opened, stop = [0], asyncio.Event()
+        holders = [
+            asyncio.create_task(_hold_stream(client, job_ids[i % len(job_ids)], opened, stop))
+            for i in range(count)
+        ]
+        deadline = time.monotonic() + 300
+        while opened[0] < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        print(f"opened {opened[0]}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+        stop.set()
+        results = await asyncio.gather(*holders, return_exceptions=True)
+        print(f"open_at_end {sum(r is True for r in results)}", flush=True)
 
-            async def read_to_the_end() -> None:
-                async for line in response.aiter_lines():
-                    if line.startswith("data:") and not first.is_set():
-                        opened[0] += 1
-                        first.set()
 
-            reading = asyncio.ensure_future(read_to_the_end())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            still_open = not reading.done()
-            reading.cancel()
-            stopping.cancel()
-            return still_open
+def _stream_holders(
+    url: str, key: str, job_ids: list[str], streams: int, processes: int
+) -> list[tuple[subprocess.Popen[str], int]]:
+    """Start `processes` children holding `streams` event streams between them."""
+    holders = []
+    for index in range(processes):
+        count = streams // processes + (1 if index < streams % processes else 0)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--hold-streams", url, ",".join(job_ids), str(count)],
+            # the key in the environment: a token may begin with "-", which argparse would take
+            # for an option
+            env={**os.environ, _STREAM_KEY_ENV: key},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append((proc, count))
+    return holders
+
+
+def _read_count(proc: subprocess.Popen[str], label: str) -> int:
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith(label):
+        raise RuntimeError(f"stream holder {proc.pid} answered {line!r}, not {label!r}")
+    return int(line.split()[1])
 
 
 async def run_streams_benchmark(url: str, keys: dict[str, str], args: argparse.Namespace) -> dict:
-    """Status polling while `args.streams` event streams stay open on waiting jobs."""
+    """Status polling without event streams, then while `args.streams` stay open."""
     radar = RADAR_64.read_bytes()
     headers = {"Authorization": f"Bearer {keys['poll']}"}
     limits = httpx.Limits(
@@ -390,23 +450,42 @@ async def run_streams_benchmark(url: str, keys: dict[str, str], args: argparse.N
             )
             response.raise_for_status()
             targets.append(response.json()["id"])
-        opened, stop = [0], asyncio.Event()
-        holders = [
-            asyncio.create_task(
-                _hold_stream(url, keys["poll"], targets[i % len(targets)], opened, stop)
+        without = await poll_status(poller, targets, args.poll_rate, args.poll_s)
+        processes = args.stream_procs or -(-args.streams // STREAMS_PER_PROCESS)
+        holders = _stream_holders(url, keys["poll"], targets, args.streams, processes)
+        try:
+            loop = asyncio.get_running_loop()
+            opened = sum(
+                await asyncio.gather(
+                    *(loop.run_in_executor(None, _read_count, p, "opened") for p, _ in holders)
+                )
             )
-            for i in range(args.streams)
-        ]
-        deadline = time.monotonic() + 300
-        while opened[0] < args.streams and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(2.0)  # settle: every stream is now only waiting
-        polling = await poll_status(poller, targets, args.poll_rate, args.poll_s)
-        stop.set()
-        still_open = sum(await asyncio.gather(*holders, return_exceptions=False))
+            await asyncio.sleep(2.0)  # settle: every stream is now only waiting
+            polling = await poll_status(poller, targets, args.poll_rate, args.poll_s)
+            for proc, _ in holders:
+                if proc.stdin:
+                    proc.stdin.close()
+            still_open = sum(
+                await asyncio.gather(
+                    *(loop.run_in_executor(None, _read_count, p, "open_at_end") for p, _ in holders)
+                )
+            )
+        finally:
+            for proc, _ in holders:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     return {
+        "polling_without_streams": asdict(without),
         "polling": asdict(polling),
-        "streams": {"requested": args.streams, "opened": opened[0], "open_at_end": still_open},
+        "streams": {
+            "requested": args.streams,
+            "processes": processes,
+            "opened": opened,
+            "open_at_end": still_open,
+        },
     }
 
 
@@ -448,7 +527,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streams", type=int, default=0, help="only status polling, with N open event streams"
     )
+    parser.add_argument(
+        "--stream-procs",
+        type=int,
+        default=0,
+        help=f"client processes holding the streams (default: one per {STREAMS_PER_PROCESS})",
+    )
+    parser.add_argument("--hold-streams", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.hold_streams:  # a child of --streams
+        url, job_ids, count = args.hold_streams
+        key = os.environ[_STREAM_KEY_ENV]
+        asyncio.run(hold_streams(url, key, job_ids.split(","), int(count)))
+        return 0
     args.poll_s = args.poll_s or (5.0 if args.small else 30.0)
     args.jobs = args.jobs or (50 if args.small else 1000)
 
@@ -489,19 +580,28 @@ def _main_streams(args: argparse.Namespace, model_dir: Path, load_before: float)
     with tempfile.TemporaryDirectory(prefix="nowcast-load-") as tmp:
         with running_service(args.redis_url, model_dir, 0, 100, Path(tmp)) as (url, keys):
             figures = asyncio.run(run_streams_benchmark(url, keys, args))
-    p, s = figures["polling"], figures["streams"]
+    p, p0, s = figures["polling"], figures["polling_without_streams"], figures["streams"]
     load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    figures["config"] = {"cpu_cores": os.cpu_count(), "load_average_1min": load}
+
+    def polled(p: dict) -> str:
+        return (
+            f"{p['requests']} GETs at {p['target_rate_hz']:g} req/s for {p['duration_s']:g} s "
+            f"(achieved {p['achieved_rate_hz']} req/s): p50 {p['p50_ms']} ms, p99 "
+            f"{p['p99_ms']} ms, max {p['max_ms']} ms (client lag p99 "
+            f"{p['client_lag_p99_ms']} ms); {p['statuses']}"
+        )
+
     print(
+        f"API alone, Redis, auth on; {os.cpu_count()} CPU cores, 1-min load average "
+        f"before/after {load}\n"
+        f"status polling, no event stream open: {polled(p0)}\n"
         f"status polling with {s['open_at_end']}/{s['requested']} event streams open "
-        f"({s['opened']} opened; API alone, Redis, auth on; {os.cpu_count()} CPU cores, 1-min "
-        f"load average before/after {load}): {p['requests']} GETs at "
-        f"{p['target_rate_hz']:g} req/s for {p['duration_s']:g} s (achieved "
-        f"{p['achieved_rate_hz']} req/s): p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max "
-        f"{p['max_ms']} ms (client lag p99 {p['client_lag_p99_ms']} ms); {p['statuses']}"
+        f"({s['opened']} opened, held by {s['processes']} client processes): {polled(p)}"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    no_5xx = not any(status.startswith("5") for status in p["statuses"])
+    no_5xx = not any(status.startswith("5") for q in (p, p0) for status in q["statuses"])
     return 0 if no_5xx and s["open_at_end"] == s["requested"] else 1
 
 

@@ -23,7 +23,7 @@ torch modules or ONNX Runtime sessions (`models.onnx_codec`), interchangeable.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -43,6 +43,7 @@ from models.metadata import (
 )
 from models.onnx_codec import OnnxCodecSession, VAEDecoder, VAEEncoderMean
 from models.precip_mask import rain_mask
+from models.probability_matching import match_to_extrapolation
 from models.residual import ResidualMap
 from models.schedulers import Bounds, NoiseSchedule, make_sampler, randn_rows
 from models.tiling import TileLayout, merge_tiles, split_tiles, tile_layout, tile_weight
@@ -51,8 +52,13 @@ from models.units import denormalise_rain, normalise_rain
 StepCallback = Callable[[int, int], None]
 Codec = nn.Module | OnnxCodecSession | Callable[[torch.Tensor], torch.Tensor]
 
-# frames per encoder / decoder call: bounds peak memory at large grids and ensembles
+# frames per encoder / decoder call at most (see DEFAULT_CODEC_CHUNK_PX for what bounds memory)
 DEFAULT_CODEC_CHUNK = 32
+# full-resolution pixels (frames x H x W, or tiles x tile pixels) per encoder / decoder call: the
+# codec's activations grow with them, whatever the grid or ensemble. Measured with small-v3's
+# ONNX decoder on CPU: ~220 B of peak RSS per pixel of a call (470 MB for 32 frames of 256 x 256,
+# 140 MB for 8), at the same ms per frame; 8 frames of 256 x 256 per call.
+DEFAULT_CODEC_CHUNK_PX = 8 * 256 * 256
 # Overlap of neighbouring tiles on grids above the trained size (models.tiling), as a fraction
 # of the trained tile: 8 latent px (64 px of radar) for 256 px tiles, a few times the decoder's
 # receptive field at the latent level, so the raised-cosine ramp hides every border; 1/4 keeps
@@ -121,6 +127,9 @@ class _Prepared:
     shape: tuple[int, int]  # (H, W) of the request before padding to the grid factor
     # (T_out, H, W) weight of the forecast in [0, 1] (`models.precip_mask`), or None
     rain_weight: np.ndarray | None = None
+    # (T_out, H, W) extrapolation nowcast [mm h-1] whose intensity distribution the members
+    # take (`models.probability_matching`), or None
+    match_target: np.ndarray | None = None
 
 
 class NowcastPipeline:
@@ -136,7 +145,10 @@ class NowcastPipeline:
     alignment: `AlignmentNet`, needed only for constrained forecasts.
     device: where the torch networks run; they are moved there and put in eval mode.
     metadata: the model folder's metadata, if any (for provenance).
-    codec_chunk: frames per encoder / decoder call.
+    codec_chunk: frames (or tiles) per encoder / decoder call at most.
+    codec_chunk_px: full-resolution pixels per encoder / decoder call at most (frames x H x W,
+        or tiles x tile pixels on grids above the trained size; at least one frame or tile):
+        bounds the codec's working memory at any grid and ensemble size.
     denoiser_precision: "float32", "bfloat16" (the denoiser under autocast; the sampler's
         arithmetic stays float32) or "auto": bfloat16 where the device computes it natively
         (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), float32 elsewhere.
@@ -160,6 +172,7 @@ class NowcastPipeline:
         denoiser_precision: str = "auto",
         tile_rows: int = DEFAULT_TILE_ROWS,
         share_network_calls: bool = False,
+        codec_chunk_px: int = DEFAULT_CODEC_CHUNK_PX,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -170,6 +183,7 @@ class NowcastPipeline:
         self.alignment = alignment.to(self.device).eval() if alignment is not None else None
         self.metadata = metadata
         self.codec_chunk = int(codec_chunk)
+        self.codec_chunk_px = int(codec_chunk_px)
         self.tile_rows = max(int(tile_rows), 1)
         self.share_network_calls = share_network_calls
         self.schedule = NoiseSchedule(config.diffusion)
@@ -316,9 +330,7 @@ class NowcastPipeline:
         for indices in groups.values():
             outputs = self._run_group([prepared[i] for i in indices], progress)
             for index, output in zip(indices, outputs, strict=True):
-                # the padding to the grid factor is cropped off again
-                height, width = prepared[index].shape
-                results[index] = np.ascontiguousarray(output[..., :height, :width])
+                results[index] = output
         return results  # type: ignore[return-value]
 
     # -- steps of a forecast ------------------------------------------------------------------
@@ -354,8 +366,12 @@ class NowcastPipeline:
         missing = np.isnan(np.pad(past[-1], pad[1:], constant_values=np.nan))
         # the model sees no rain where there is no coverage; the output masks it again
         frames = normalise_rain(np.nan_to_num(np.pad(past, pad), nan=0.0), config.rain_max_mm_h)
-        extrapolated = rain_weight = None
-        if config.diffusion.extrapolation or config.precip_mask_rim_px is not None:
+        extrapolated = rain_weight = match_target = None
+        if (
+            config.diffusion.extrapolation
+            or config.precip_mask_rim_px is not None
+            or config.probability_matching is not None
+        ):
             # motion once on the whole (unpadded) domain
             nowcast = np.pad(extrapolate(past, config.frames_out).rain_mm_h, pad)
             if config.diffusion.extrapolation:
@@ -363,6 +379,8 @@ class NowcastPipeline:
                 extrapolated = torch.from_numpy(normalised)[:, None]
             if config.precip_mask_rim_px is not None:
                 rain_weight = rain_mask(nowcast, rim_px=config.precip_mask_rim_px)
+            if config.probability_matching is not None:
+                match_target = nowcast
         return _Prepared(
             request,
             torch.from_numpy(frames)[:, None],
@@ -372,6 +390,7 @@ class NowcastPipeline:
             eta,
             (height, width),
             rain_weight,
+            match_target,
         )
 
     @torch.no_grad()
@@ -431,21 +450,55 @@ class NowcastPipeline:
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
         sample = residual.to_latents(sample)
-
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
-        decoded = self._map_codec(self.decoder, flat)
-        # The model only knows rates inside its normalisation range; the decoder's linear output
-        # can overshoot it, and expm1 turns a small overshoot into thousands of mm/h.
-        decoded = decoded.float().clamp(0.0, 1.0)
-        rain = denormalise_rain(decoded, config.rain_max_mm_h)
-        rain = rain.reshape(batch, config.frames_out, height, width).cpu().numpy()
-        outputs = []
-        for item, part in zip(group, np.split(rain, np.cumsum(members)[:-1]), strict=True):
-            part = part.astype(np.float32, copy=True)
+        del sample, residual, tiles, context, extrapolation  # not needed while decoding
+        return self._decode(group, members, flat)
+
+    def _decode(
+        self, group: list[_Prepared], members: list[int], flat: torch.Tensor
+    ) -> list[np.ndarray]:
+        """Latents `(sum(members) * T_out, C, h, w)` (rows: member-major, then lead time) ->
+        each request's `(members, T_out, H, W)` float32 rain rate [mm h-1] on its own grid
+        (padding cropped), NaN = no coverage.
+
+        Each decoder call's frames go straight into the requests' output arrays: besides
+        them, only one call's worth of frames (`codec_chunk_px`) exists at a time.
+        """
+        config = self.config
+        frames_out = config.frames_out
+        outputs = [
+            np.empty((count, frames_out, *item.shape), dtype=np.float32)
+            for item, count in zip(group, members, strict=True)
+        ]
+        # first row of each request in `flat`, and one past its last
+        bounds = np.cumsum([0] + [count * frames_out for count in members]).tolist()
+        for start, decoded in self._codec_chunks(self.decoder, flat):
+            # The model only knows rates inside its normalisation range; the decoder's linear
+            # output can overshoot it, and expm1 turns a small overshoot into thousands of mm/h.
+            rain = denormalise_rain(decoded.float().clamp_(0.0, 1.0), config.rain_max_mm_h)
+            rain = rain[:, 0].cpu().numpy()
+            stop = start + rain.shape[0]
+            for index, (item, output) in enumerate(zip(group, outputs, strict=True)):
+                first, last = max(start, bounds[index]), min(stop, bounds[index + 1])
+                if first < last:
+                    height, width = item.shape
+                    rows = output.reshape(-1, height, width)  # a view: (member, lead) rows
+                    part = slice(first - bounds[index], last - bounds[index])
+                    rows[part] = rain[first - start : last - start, :height, :width]
+        for item, output in zip(group, outputs, strict=True):
+            height, width = item.shape
             if item.rain_weight is not None:
-                part *= item.rain_weight
-            part[:, :, item.missing] = np.nan
-            outputs.append(part)
+                output *= item.rain_weight[..., :height, :width]
+            if item.match_target is not None:
+                # a requested intensity keeps the mean it was steered to
+                keep_mean = config.probability_matching == "cdf_keep_mean"
+                match_to_extrapolation(
+                    output,
+                    item.match_target[..., :height, :width],
+                    covered=~item.missing[:height, :width],
+                    keep_mean=keep_mean or item.request.constraint is not None,
+                )
+            output[:, :, item.missing[:height, :width]] = np.nan
         return outputs
 
     def _predict_noise(self, sample: torch.Tensor, t: int, tiles: _LatentTiles) -> torch.Tensor:
@@ -552,27 +605,44 @@ class NowcastPipeline:
         return max(1, int(self.config.max_latent_px * TILE_OVERLAP_FRACTION))
 
     def _map_codec(self, codec: Codec, flat: torch.Tensor) -> torch.Tensor:
-        """Encoder `(N, 1, H, W)` -> `(N, C, h, w)` or decoder `(N, C, h, w)` -> `(N, 1, H, W)`
-        in chunks of `codec_chunk` frames; grids above the trained size as overlapping tiles of
-        it, blended in the output's space (the VAE's attention and norms saw 256 px crops)."""
-        chunk = max(self.codec_chunk, 1)
+        """Encoder `(N, 1, H, W)` -> `(N, C, h, w)` or decoder `(N, C, h, w)` -> `(N, 1, H, W)`,
+        all frames at once (see `_codec_chunks`)."""
+        return torch.cat([coded for _, coded in self._codec_chunks(codec, flat)])
+
+    def _calls_of(self, pixels: int) -> int:
+        """Frames (or tiles) of `pixels` full-resolution px each per codec call."""
+        return max(1, min(self.codec_chunk, self.codec_chunk_px // max(pixels, 1)))
+
+    def _codec_chunks(self, codec: Codec, flat: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Encoder `(N, 1, H, W)` -> `(n, C, h, w)` or decoder `(N, C, h, w)` -> `(n, 1, H, W)`
+        parts, yielded as (first frame, part) in order: calls of at most `codec_chunk_px`
+        full-resolution pixels, so the codec's memory is bounded whatever N and the grid; grids
+        above the trained size as overlapping tiles of it, blended in the output's space (the
+        VAE's attention and norms saw 256 px crops)."""
         latent_tile = self.config.max_latent_px
         is_decoder = codec is self.decoder
         tile_in = latent_tile if is_decoder else latent_tile * VAE_DOWNSAMPLE_FACTOR
         height, width = flat.shape[-2:]
+        # full-resolution pixels of one frame: what the codec's activations scale with
+        scale = VAE_DOWNSAMPLE_FACTOR if is_decoder else 1
+        frame_px = height * width * scale * scale
         if height <= tile_in and width <= tile_in:
-            return torch.cat([codec(part) for part in torch.split(flat, chunk)])
+            frames = self._calls_of(frame_px)
+            for start in range(0, flat.shape[0], frames):
+                yield start, codec(flat[start : start + frames])
+            return
         latent_grid = (height, width) if is_decoder else (height // 8, width // 8)
         latent = tile_layout(*latent_grid, latent_tile, self._tile_overlap)
         pixel = latent.scaled(VAE_DOWNSAMPLE_FACTOR)
         layout_in, layout_out = (latent, pixel) if is_decoder else (pixel, latent)
         weight = tile_weight(layout_out, flat.device)
-        outputs = []
-        for frames in torch.split(flat, chunk):
-            rows = split_tiles(frames, layout_in)
-            coded = torch.cat([codec(part) for part in torch.split(rows, chunk)])
-            outputs.append(merge_tiles(coded.float(), layout_out, weight))
-        return torch.cat(outputs)
+        # frames per round: their tiles' outputs are held until blended, so bounded too
+        frames = self._calls_of(frame_px)
+        tiles_per_call = self._calls_of((latent_tile * VAE_DOWNSAMPLE_FACTOR) ** 2)
+        for start in range(0, flat.shape[0], frames):
+            rows = split_tiles(flat[start : start + frames], layout_in)
+            coded = torch.cat([codec(part) for part in torch.split(rows, tiles_per_call)])
+            yield start, merge_tiles(coded.float(), layout_out, weight)
 
 
 @dataclass(frozen=True)

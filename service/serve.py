@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.http_protocol import head_deadline_protocol
 
     # uvicorn re-raises a SIGTERM after its graceful shutdown; under the default action that
     # would end this process before `finally` stops the worker children, orphaning them
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             log_config=None,
             timeout_graceful_shutdown=int(settings.worker_drain_s) + 5,
-            # idle connections and oversized heads hold no socket or buffer for long
+            # idle connections, slow heads and oversized heads hold no socket or buffer for long
+            http=head_deadline_protocol(settings.header_timeout_s),
             timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
             h11_max_incomplete_event_size=settings.max_header_bytes,
         )

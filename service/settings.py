@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: float = Field(
         default=15.0, gt=0, description="an idle keep-alive connection is closed after this"
     )
+    header_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="a request head (request line + headers) must arrive whole within this "
+        "after the connection opens or the head begins; the connection closes after (slowloris)",
+    )
     max_header_bytes: int = Field(
         default=64 * 1024,
         gt=0,

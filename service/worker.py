@@ -516,6 +516,9 @@ class Worker:
                     # what was done to the input's interval and pixels
                     **task.radar.processing_attrs,
                 },
+                # the forecast is not used after this: masked and rounded in place, one
+                # ensemble-sized copy less at the job's memory peak
+                overwrite_input=True,
             )
         except Exception as exc:
             logger.exception("job=%s: writing the forecast NetCDF failed", job.id)

@@ -361,3 +361,44 @@ def test_precip_mask_keeps_only_rain_near_the_extrapolated_rain(
     forecast = masked.forecast(past, members=2, steps=2, seed=0)
     assert 0 < (weight == 0).mean() < 1 and not np.allclose(forecast, plain, equal_nan=True)
     np.testing.assert_allclose(forecast, plain * weight, rtol=1e-6)
+
+
+def test_probability_matching_gives_members_the_extrapolations_intensities(
+    pipeline: NowcastPipeline,
+) -> None:
+    """`probability_matching: cdf`: every member at every lead takes its values from the
+    extrapolation nowcast (STEPS' cdf matching); a steered forecast keeps its steered mean, and
+    `cdf_keep_mean` keeps every forecast's own mean."""
+    from models.extrapolation import extrapolate
+
+    config = pipeline.config.replace(probability_matching="cdf")
+    matched = NowcastPipeline(
+        config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
+    )
+    past = _past(3)
+    nowcast = extrapolate(past, TINY.frames_out).rain_mm_h
+    plain = pipeline.forecast(past, members=2, steps=2, seed=0)
+    forecast = matched.forecast(past, members=2, steps=2, seed=0)
+    assert not np.allclose(forecast, plain)
+    for member in forecast:
+        for lead, field in enumerate(member):
+            wet = np.sort(field[field > 0])[::-1]
+            top = np.sort(np.nan_to_num(nowcast[lead]).ravel())[::-1][: wet.size]
+            np.testing.assert_allclose(wet, top, rtol=1e-5)
+    constraint = IntensityConstraint(8.0)
+    steered = pipeline.forecast(past, members=2, steps=2, seed=0, constraint=constraint)
+    steered_matched = matched.forecast(past, members=2, steps=2, seed=0, constraint=constraint)
+    np.testing.assert_allclose(
+        steered_matched.mean(axis=(2, 3)), steered.mean(axis=(2, 3)), rtol=1e-4
+    )
+    shape_only = NowcastPipeline(
+        pipeline.config.replace(probability_matching="cdf_keep_mean"),
+        pipeline.encoder,
+        pipeline.decoder,
+        pipeline.denoiser,
+    )
+    kept = shape_only.forecast(past, members=2, steps=2, seed=0)
+    np.testing.assert_allclose(kept.mean(axis=(2, 3)), plain.mean(axis=(2, 3)), rtol=1e-4)
+    assert not np.allclose(kept, plain)
+    with pytest.raises(ValueError, match="probability_matching"):
+        pipeline.config.replace(probability_matching="quantile")

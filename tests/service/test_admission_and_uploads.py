@@ -1,5 +1,5 @@
 """Bounded resources at the API: admission control from the job's estimated size, upload time
-limits, a cap on concurrent uploads, idle keep-alive connections closed.
+limits, a cap on concurrent uploads, idle keep-alive connections and slow request heads closed.
 
 One real API process (uvicorn, no workers) on the test Redis, with small limits.
 """
@@ -21,6 +21,7 @@ from tests.support.stores import make_job
 UPLOAD_TIMEOUT_S = 2.0
 MAX_UPLOADS = 2
 MAX_RESULT_BYTES = 2_000_000
+HEADER_TIMEOUT_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def api(
         upload_timeout_s=UPLOAD_TIMEOUT_S,
         max_concurrent_uploads=MAX_UPLOADS,
         keep_alive_timeout_s=1,
+        header_timeout_s=HEADER_TIMEOUT_S,
     ) as (cluster, _probe):
         cluster.start_api(workers=0)
         yield cluster
@@ -127,3 +129,82 @@ def test_idle_keep_alive_connections_are_closed(api: Cluster) -> None:
         while sock.recv(65536):  # the rest of the answer, then the server closes
             pass
         assert time.monotonic() - started < 5
+
+
+def read_one_response(sock: socket.socket) -> bytes:
+    """One whole response (head + Content-Length body) from a connection kept open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def trickle_head(sock: socket.socket, head: bytes, limit_s: float) -> tuple[bytes, float]:
+    """Send `head` a byte every 0.1 s until the server answers or closes; (answer, seconds).
+
+    Gives up (answer b"") after `limit_s`: a server without a head deadline never closes.
+    """
+    sock.settimeout(0.1)
+    started = time.monotonic()
+    for index in range(len(head)):
+        if time.monotonic() - started > limit_s:
+            return b"", time.monotonic() - started
+        try:
+            sock.sendall(head[index : index + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            break  # closed by the server: read what it sent
+        try:
+            if answer := sock.recv(65536):
+                return answer, time.monotonic() - started
+            break  # closed without an answer
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+    sock.settimeout(5)
+    try:
+        return read_response(sock), time.monotonic() - started
+    except ConnectionResetError:
+        return b"", time.monotonic() - started
+
+
+@pytest.mark.parametrize("earlier_request", [False, True], ids=["new", "keep-alive"])
+def test_a_trickled_request_head_is_cut_off(api: Cluster, earlier_request: bool) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if earlier_request:  # the deadline also covers the next head on a kept-alive connection
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert read_one_response(sock).startswith(b"HTTP/1.1 200")
+        # a head that would take 100 s at one byte per 0.1 s; it never gets to its end
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+        answer, elapsed = trickle_head(sock, head, limit_s=HEADER_TIMEOUT_S + 8)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    # cut off by the deadline, not at once, although a byte arrived every 0.1 s
+    assert HEADER_TIMEOUT_S - 0.3 < elapsed < HEADER_TIMEOUT_S + 3
+
+
+def test_a_silent_connection_is_closed(api: Cluster) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=HEADER_TIMEOUT_S + 8) as sock:
+        started = time.monotonic()
+        assert read_response(sock) == b""  # closed, nothing sent: no request was begun
+        elapsed = time.monotonic() - started
+    assert HEADER_TIMEOUT_S - 0.3 < elapsed < HEADER_TIMEOUT_S + 3
+
+
+def test_a_head_in_pieces_within_the_deadline_is_served(api: Cluster) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(HEADER_TIMEOUT_S / 2)
+        sock.sendall(f"Host: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

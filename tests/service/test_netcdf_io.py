@@ -14,6 +14,7 @@ import xarray as xr
 
 from models.config import TINY
 from models.units import dbz_to_mm_h
+from service.forecast_output import Compression
 from service.netcdf_io import PROBABILITY_VARIABLE as PROBABILITY
 from service.netcdf_io import (
     RadarInput,
@@ -525,3 +526,49 @@ def test_writer_refuses_a_forecast_off_the_input_grid() -> None:
             products=("members", "spaghetti"),
             attrs={},
         )
+
+
+@pytest.mark.parametrize(
+    ("setting", "chunks"),
+    [
+        (Compression(complevel=0, shuffle=False), (1, 1, 64, 64)),
+        (Compression(complevel=1, shuffle=False), (1, 1, 64, 64)),
+        (Compression(complevel=9, chunking="leads"), (1, TINY.frames_out, 64, 64)),
+    ],
+)
+def test_storage_settings_change_the_encoding_not_the_values(
+    written: tuple[RadarInput, np.ndarray, Path],
+    tmp_path: Path,
+    setting: Compression,
+    chunks: tuple[int, ...],
+) -> None:
+    radar, forecast, default_path = written
+    path = tmp_path / "forecast.nc"
+    path.write_bytes(
+        write_forecast_netcdf(
+            forecast,
+            radar,
+            interval_s=TINY.interval_s,
+            thresholds_mm_h=(0.1, 1, 5, 10),
+            products=("members", "mean", "exceedance", "percentiles"),
+            percentiles=(10, 50, 90),
+            attrs=JOB_ATTRS,
+            compression=setting,
+        )
+    )
+    with xr.open_dataset(path) as ds, xr.open_dataset(default_path) as default:
+        encoding = ds["precip"].encoding
+        assert encoding["chunksizes"] == chunks
+        assert encoding["zlib"] == (setting.complevel > 0)
+        assert encoding["shuffle"] == setting.shuffle
+        if setting.complevel:
+            assert encoding["complevel"] == setting.complevel
+        for name in ("precip", "precip_mean", PROBABILITY, "precip_percentile"):
+            np.testing.assert_array_equal(ds[name].values, default[name].values)
+
+
+def test_storage_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="complevel"):
+        Compression(complevel=10)
+    with pytest.raises(ValueError, match="chunking"):
+        Compression(chunking="tiles")
