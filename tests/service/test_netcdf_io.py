@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -363,19 +364,21 @@ def cf_checker():
     return check
 
 
+# every product of the file, as the `written` forecast has them
+EVERY_PRODUCT: dict[str, Any] = {
+    "interval_s": TINY.interval_s,
+    "thresholds_mm_h": (0.1, 1, 5, 10),
+    "products": ("members", "mean", "exceedance", "percentiles"),
+    "percentiles": (10, 50, 90),
+    "attrs": JOB_ATTRS,
+}
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[RadarInput, np.ndarray, Path]:
     radar = read_radar_netcdf(valid_bytes(), TINY)
     forecast = _forecast_for(radar, members=5, leads=TINY.frames_out, seed=7)
-    data = write_forecast_netcdf(
-        forecast,
-        radar,
-        interval_s=TINY.interval_s,
-        thresholds_mm_h=(0.1, 1, 5, 10),
-        products=("members", "mean", "exceedance", "percentiles"),
-        percentiles=(10, 50, 90),
-        attrs=JOB_ATTRS,
-    )
+    data = write_forecast_netcdf(forecast, radar, **EVERY_PRODUCT)
     path = tmp_path_factory.mktemp("forecast") / "forecast.nc"
     path.write_bytes(data)
     return radar, forecast, path
@@ -544,18 +547,7 @@ def test_storage_settings_change_the_encoding_not_the_values(
 ) -> None:
     radar, forecast, default_path = written
     path = tmp_path / "forecast.nc"
-    path.write_bytes(
-        write_forecast_netcdf(
-            forecast,
-            radar,
-            interval_s=TINY.interval_s,
-            thresholds_mm_h=(0.1, 1, 5, 10),
-            products=("members", "mean", "exceedance", "percentiles"),
-            percentiles=(10, 50, 90),
-            attrs=JOB_ATTRS,
-            compression=setting,
-        )
-    )
+    path.write_bytes(write_forecast_netcdf(forecast, radar, **EVERY_PRODUCT, compression=setting))
     with xr.open_dataset(path) as ds, xr.open_dataset(default_path) as default:
         encoding = ds["precip"].encoding
         assert encoding["chunksizes"] == chunks
