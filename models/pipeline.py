@@ -34,6 +34,7 @@ from torch import nn
 
 from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.extrapolation import extrapolate
+from models.extrapolation_blend import blend_with_extrapolation
 from models.guidance import IntensityGuidance
 from models.metadata import (
     DECODER_ONNX_FILE,
@@ -127,9 +128,10 @@ class _Prepared:
     shape: tuple[int, int]  # (H, W) of the request before padding to the grid factor
     # (T_out, H, W) weight of the forecast in [0, 1] (`models.precip_mask`), or None
     rain_weight: np.ndarray | None = None
-    # (T_out, H, W) extrapolation nowcast [mm h-1] whose intensity distribution the members
-    # take (`models.probability_matching`), or None
-    match_target: np.ndarray | None = None
+    # (T_out, H, W) extrapolation nowcast [mm h-1] that the members are blended with
+    # (`models.extrapolation_blend`) and whose intensity distribution they take
+    # (`models.probability_matching`), or None when neither is configured
+    nowcast: np.ndarray | None = None
 
 
 class NowcastPipeline:
@@ -366,11 +368,12 @@ class NowcastPipeline:
         missing = np.isnan(np.pad(past[-1], pad[1:], constant_values=np.nan))
         # the model sees no rain where there is no coverage; the output masks it again
         frames = normalise_rain(np.nan_to_num(np.pad(past, pad), nan=0.0), config.rain_max_mm_h)
-        extrapolated = rain_weight = match_target = None
+        extrapolated = rain_weight = kept_nowcast = None
         if (
             config.diffusion.extrapolation
             or config.precip_mask_rim_px is not None
             or config.probability_matching is not None
+            or config.extrapolation_blend is not None
         ):
             # motion once on the whole (unpadded) domain
             nowcast = np.pad(extrapolate(past, config.frames_out).rain_mm_h, pad)
@@ -379,8 +382,8 @@ class NowcastPipeline:
                 extrapolated = torch.from_numpy(normalised)[:, None]
             if config.precip_mask_rim_px is not None:
                 rain_weight = rain_mask(nowcast, rim_px=config.precip_mask_rim_px)
-            if config.probability_matching is not None:
-                match_target = nowcast
+            if config.probability_matching is not None or config.extrapolation_blend is not None:
+                kept_nowcast = nowcast
         return _Prepared(
             request,
             torch.from_numpy(frames)[:, None],
@@ -390,7 +393,7 @@ class NowcastPipeline:
             eta,
             (height, width),
             rain_weight,
-            match_target,
+            kept_nowcast,
         )
 
     @torch.no_grad()
@@ -449,6 +452,9 @@ class NowcastPipeline:
                 )
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
+        shrink = self._residual_shrink(group, members)
+        if shrink is not None:
+            sample = sample * shrink
         sample = residual.to_latents(sample)
         flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
         del sample, residual, tiles, context, extrapolation  # not needed while decoding
@@ -487,16 +493,26 @@ class NowcastPipeline:
                     rows[part] = rain[first - start : last - start, :height, :width]
         for item, output in zip(group, outputs, strict=True):
             height, width = item.shape
+            steered = item.request.constraint is not None
+            if config.extrapolation_blend is not None and not steered:
+                assert item.nowcast is not None
+                blend_with_extrapolation(
+                    output,
+                    item.nowcast[..., :height, :width],
+                    config.extrapolation_blend,
+                    config.rain_max_mm_h,
+                )
             if item.rain_weight is not None:
                 output *= item.rain_weight[..., :height, :width]
-            if item.match_target is not None:
+            if config.probability_matching is not None:
+                assert item.nowcast is not None
                 # a requested intensity keeps the mean it was steered to
                 keep_mean = config.probability_matching == "cdf_keep_mean"
                 match_to_extrapolation(
                     output,
-                    item.match_target[..., :height, :width],
+                    item.nowcast[..., :height, :width],
                     covered=~item.missing[:height, :width],
-                    keep_mean=keep_mean or item.request.constraint is not None,
+                    keep_mean=keep_mean or steered,
                 )
             output[:, :, item.missing[:height, :width]] = np.nan
         return outputs
@@ -555,6 +571,21 @@ class NowcastPipeline:
             split_tiles(reads, layout), t, tiles.context, weight, tiles.extrapolation
         )
         return None if shift is None else merge_tiles(shift, layout, tiles.weight)
+
+    def _residual_shrink(self, group: list[_Prepared], members: list[int]) -> torch.Tensor | None:
+        """`(B, T_out, 1, 1, 1)` factors on the sampled residual (`diffusion.residual_shrink`):
+        the model's per lead for requests without a constraint, 1 for steered ones (their
+        residual carries the steering); None when the model has none."""
+        factors = self.config.diffusion.residual_shrink
+        if factors is None:
+            return None
+        ones = [1.0] * len(factors)
+        rows = [
+            ones if item.request.constraint is not None else list(factors)
+            for item, count in zip(group, members, strict=True)
+            for _ in range(count)
+        ]
+        return torch.tensor(rows, device=self.device).reshape(len(rows), len(factors), 1, 1, 1)
 
     def _guidance(self, group: list[_Prepared], members: list[int]) -> IntensityGuidance | None:
         """Guidance with a per-row target and lambda (0 for requests without a constraint)."""

@@ -402,3 +402,73 @@ def test_probability_matching_gives_members_the_extrapolations_intensities(
     assert not np.allclose(kept, plain)
     with pytest.raises(ValueError, match="probability_matching"):
         pipeline.config.replace(probability_matching="quantile")
+
+
+def test_residual_shrink_pulls_unsteered_members_to_the_extrapolation(torch_pipeline) -> None:
+    """`diffusion.residual_shrink` 0: an unconstrained forecast is the extrapolation's latents
+    decoded, whatever the sampled residual; a steered forecast keeps its whole residual."""
+    model = _motion_aware(torch_pipeline, residual_scale=0.5)
+    frames_out = TINY.frames_out
+    shrunk_config = model.config.replace(
+        diffusion=replace(model.config.diffusion, residual_shrink=(0.0,) * frames_out)
+    )
+    shrunk = NowcastPipeline(
+        shrunk_config, model.encoder, model.decoder, model.denoiser, torch_pipeline.alignment
+    )
+    model.alignment = torch_pipeline.alignment
+    pinned = _motion_aware(torch_pipeline, residual_scale=1e-9)
+    past = _past(2)
+    np.testing.assert_allclose(
+        shrunk.forecast(past, members=2, steps=3, seed=0),
+        pinned.forecast(past, members=2, steps=3, seed=0),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    constraint = IntensityConstraint(8.0)
+    np.testing.assert_array_equal(
+        shrunk.forecast(past, members=2, steps=3, seed=0, constraint=constraint),
+        model.forecast(past, members=2, steps=3, seed=0, constraint=constraint),
+    )
+
+
+def test_extrapolation_blend_replaces_the_first_leads_of_unsteered_forecasts(
+    pipeline: NowcastPipeline,
+) -> None:
+    from models.extrapolation import extrapolate
+
+    frames_out = TINY.frames_out
+    weights = (1.0,) + (0.0,) * (frames_out - 1)
+    blended = NowcastPipeline(
+        pipeline.config.replace(extrapolation_blend=weights),
+        pipeline.encoder,
+        pipeline.decoder,
+        pipeline.denoiser,
+        pipeline.alignment,
+    )
+    past = _past(3)
+    plain = pipeline.forecast(past, members=2, steps=2, seed=0)
+    forecast = blended.forecast(past, members=2, steps=2, seed=0)
+    nowcast = extrapolate(past, frames_out).rain_mm_h
+    np.testing.assert_allclose(forecast[:, 0], np.stack([nowcast[0]] * 2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(forecast[:, 1:], plain[:, 1:])
+    constraint = IntensityConstraint(8.0)
+    np.testing.assert_array_equal(
+        blended.forecast(past, members=2, steps=2, seed=0, constraint=constraint),
+        pipeline.forecast(past, members=2, steps=2, seed=0, constraint=constraint),
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"extrapolation_blend": (0.5,) * 3}, "one per lead"),
+        ({"extrapolation_blend": (1.5,) + (0.0,) * (TINY.frames_out - 1)}, r"in \[0, 1\]"),
+        (
+            {"diffusion": replace(TINY.diffusion, residual_shrink=(0.5,) * TINY.frames_out)},
+            "needs a residual model",
+        ),
+    ],
+)
+def test_per_lead_settings_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TINY.replace(**changes)
