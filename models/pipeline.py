@@ -513,6 +513,7 @@ class NowcastPipeline:
                     item.nowcast[..., :height, :width],
                     covered=~item.missing[:height, :width],
                     keep_mean=keep_mean or steered,
+                    threads=torch.get_num_threads(),
                 )
             output[:, :, item.missing[:height, :width]] = np.nan
         return outputs

@@ -18,6 +18,8 @@ the shape of the distribution, the model its level.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from models.motion import pysteps_module
@@ -29,6 +31,7 @@ def match_to_extrapolation(
     *,
     covered: np.ndarray | None = None,
     keep_mean: bool = False,
+    threads: int = 1,
 ) -> np.ndarray:
     """Each member's field at each lead given the extrapolation's intensity distribution, in
     place (a copy of a 20-member forecast on a large grid would be gigabytes).
@@ -40,6 +43,9 @@ def match_to_extrapolation(
     extrapolation_mm_h (`(T, H, W)` float): the extrapolation nowcast [mm h-1], NaN = none.
     covered (`(H, W)` bool): the pixels that take part (radar coverage); None = all.
     keep_mean: rescale each matched field to the mean it had before.
+    threads: members matched at once. The matching is two numpy argsorts per field, which
+        release the GIL: 240 fields of 256 x 256 took 3.1 s on one thread here, ~20 % of a
+        20-member forecast.
 
     Returns
     -------
@@ -59,12 +65,20 @@ def match_to_extrapolation(
     pysteps_module()  # quietly: the import prints a banner
     from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf as match
 
-    for lead in range(target.shape[0]):
-        lead_target = np.nan_to_num(target[lead][covered], nan=0.0)
-        for member in range(members.shape[0]):
-            field = members[member, lead][covered].astype(np.float64)
-            matched = match(field, lead_target)
-            if keep_mean and (matched_mean := matched.mean()) > 0:
-                matched *= field.mean() / matched_mean
-            members[member, lead][covered] = matched
+    def match_field(member: int, lead: int, lead_target: np.ndarray) -> None:
+        field = members[member, lead][covered].astype(np.float64)
+        matched = match(field, lead_target)
+        if keep_mean and (matched_mean := matched.mean()) > 0:
+            matched *= field.mean() / matched_mean
+        members[member, lead][covered] = matched  # each call writes its own field only
+
+    with ThreadPoolExecutor(max_workers=max(int(threads), 1)) as pool:
+        for lead in range(target.shape[0]):
+            lead_target = np.nan_to_num(target[lead][covered], nan=0.0)
+            calls = [
+                pool.submit(match_field, member, lead, lead_target)
+                for member in range(members.shape[0])
+            ]
+            for call in calls:
+                call.result()  # re-raises a failed match
     return members

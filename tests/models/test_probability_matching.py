@@ -73,3 +73,10 @@ def test_shapes_are_checked() -> None:
     members, target = _fields(3)
     with pytest.raises(ValueError, match=r"\(M, T, H, W\)"):
         match_to_extrapolation(members, target[:1])
+
+
+def test_threads_give_the_same_fields() -> None:
+    members, target = _fields(2)
+    alone = match_to_extrapolation(members.copy(), target, keep_mean=True)
+    pooled = match_to_extrapolation(members.copy(), target, keep_mean=True, threads=3)
+    np.testing.assert_array_equal(pooled, alone)
