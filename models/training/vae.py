@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train the decoder only, the encoder frozen: the latents do not change, so a "
         "denoiser trained on them stays valid",
     )
+    parser.add_argument(
+        "--decoder-layers",
+        type=int,
+        default=None,
+        help="with --decoder-only: a decoder of this many resnets per level (a cheaper one, "
+        "say); the --init-from weights whose name and shape still fit are kept, the rest start "
+        "fresh",
+    )
+
+
+def _load_fitting(vae: FrameVAE, weights: dict[str, torch.Tensor]) -> None:
+    """Load the `weights` whose name and shape fit `vae` (all of them unless the decoder's
+    shape changed, `--decoder-layers`); the encoder must fit whole, or its latents change."""
+    own = vae.state_dict()
+    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    encoder = [k for k in own if k.startswith("encoder.")]
+    if missing := [k for k in encoder if k not in fitting]:
+        raise SystemExit(f"--init-from: the encoder does not fit this config ({missing[:3]} ...)")
+    vae.load_state_dict(fitting, strict=False)
+    if len(fitting) < len(own):
+        print(f"init: {len(fitting)} of {len(own)} VAE tensors from --init-from, the rest fresh")
 
 
 def _validation_batch(events, crop_px: int, seed: int) -> np.ndarray:
@@ -90,6 +112,11 @@ def train(args: argparse.Namespace) -> int:
     state = load_checkpoint(run_dir, device) if args.resume else None
     warm = load_checkpoint(Path(args.init_from), device) if args.init_from and not state else None
     cfg = stage_config(args.config, state or warm)
+    if args.decoder_layers is not None and state is None:
+        if not (args.decoder_only and warm is not None):
+            raise SystemExit("--decoder-layers needs --decoder-only and --init-from")
+        vae_cfg = replace(cfg.vae, decoder_layers_per_block=args.decoder_layers)
+        cfg = cfg.replace(vae=vae_cfg)
     steps = args.steps or DEFAULTS["steps"]
     batch_size = args.batch_size or DEFAULTS["batch_size"]
     crop_px = args.crop_px or DEFAULTS["crop_px"]
@@ -105,7 +132,7 @@ def train(args: argparse.Namespace) -> int:
     )
     # betas of the VQGAN/LDM autoencoder recipe: a short momentum suits the adversarial game
     if warm is not None:
-        vae.load_state_dict(warm["vae"])
+        _load_fitting(vae, warm["vae"])
         discriminator.load_state_dict(warm["discriminator"])
     if args.decoder_only:
         vae.encoder.requires_grad_(False)

@@ -135,6 +135,23 @@ def test_decoder_only_run_starts_from_a_vae_run_and_keeps_its_encoder(runs, data
     assert _logged_steps(tuned)[-1] == 2  # a new schedule, not the init run's step count
 
 
+def test_decoder_layers_gives_a_new_decoder_on_the_same_encoder(runs, data_dir, tmp_path):
+    """`--decoder-layers`: another decoder depth; what fits is kept, the encoder whole."""
+    resized = tmp_path / "resized"
+    args = ["--init-from", str(runs["vae"]), "--decoder-only", "--disc-start-fraction", "1"]
+    layers = TINY.vae.decoder_layers_per_block + 1
+    argv = ["vae", *_common(data_dir, resized, 2), *args, "--decoder-layers", str(layers)]
+    assert main(argv) == 0
+    state = load_checkpoint(resized)
+    assert state["config"]["vae"]["decoder_layers_per_block"] == layers
+    before, after = load_checkpoint(runs["vae"])["vae"], state["vae"]
+    encoder = [name for name in before if name.startswith("encoder.")]
+    assert all(torch.equal(before[name], after[name]) for name in encoder)
+    assert set(after) - set(before)  # the new resnets
+    with pytest.raises(SystemExit, match="--decoder-layers needs --decoder-only"):
+        main(["vae", *_common(data_dir, tmp_path / "bad", 1), "--decoder-layers", "1"])
+
+
 def test_ema_tracks_the_average_of_the_weights():
     module = torch.nn.Linear(2, 1)
     ema = EMA(module, decay=0.5)
