@@ -253,9 +253,16 @@ def _seconds(a: str, b: str) -> float:
 
 
 async def burst(
-    client: httpx.AsyncClient, radar: bytes, jobs: int, concurrency: int, timeout_s: float
+    client: httpx.AsyncClient,
+    radar: bytes,
+    jobs: int,
+    concurrency: int,
+    timeout_s: float,
+    job: dict[str, Any] | None = None,
 ) -> BurstFigures:
-    """Submit `jobs` fast stand-in jobs over `concurrency` connections; follow them to the end."""
+    """Submit `jobs` jobs (parameters `job`, default the fast stand-in) over `concurrency`
+    connections; follow them to the end."""
+    params = FAST_JOB if job is None else job
     gate = asyncio.Semaphore(concurrency)
     submit_latencies: list[float] = []
     statuses: Counter[str] = Counter()
@@ -266,7 +273,7 @@ async def burst(
             started = time.perf_counter()
             response = await client.post(
                 "/v1/nowcasts",
-                params={**FAST_JOB, "seed": seed},
+                params={**params, "seed": seed},
                 content=radar,
                 headers={"Content-Type": "application/x-netcdf"},
             )
