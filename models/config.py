@@ -102,8 +102,8 @@ class DiffusionConfig:
     residual_scale: tuple[float, ...] | None = None
     # per-lead factor on the sampled residual before it is added back to its origin, for
     # forecasts without an intensity constraint (a steered forecast keeps its full residual):
-    # < 1 pulls the members toward the extrapolation. A model trained on a few events spreads
-    # its members wider than its skill warrants at the first leads (None = 1 everywhere)
+    # < 1 pulls the members toward the extrapolation, most where it is still good, at the
+    # first leads: on small-v3 it raised CSI@1 at every lead and lowered CRPS (None = 1)
     residual_shrink: tuple[float, ...] | None = None
 
 

@@ -575,8 +575,8 @@ class NowcastPipeline:
 
     def _residual_shrink(self, group: list[_Prepared], members: list[int]) -> torch.Tensor | None:
         """`(B, T_out, 1, 1, 1)` factors on the sampled residual (`diffusion.residual_shrink`):
-        the model's per lead for requests without a constraint, 1 for steered ones (their
-        residual carries the steering); None when the model has none."""
+        the model's factor of each lead for requests without a constraint, 1 for steered ones
+        (their residual carries the steering); None when the model has none."""
         factors = self.config.diffusion.residual_shrink
         if factors is None:
             return None
