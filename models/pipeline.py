@@ -8,7 +8,12 @@ A residual model (`DiffusionConfig.predict_residual`) samples the change from th
 latent, which is added back before decoding. A motion-aware model (`DiffusionConfig.extrapolation`)
 first extrapolates the last frame along the Lucas-Kanade motion of the past frames
 (`models.extrapolation`), encodes that nowcast, conditions the denoiser on it and samples the
-per-lead scaled change from it (`models.residual`).
+per-lead scaled change from it (`models.residual`). After decoding, the members of such a model
+may be given a share of the extrapolation at the first leads (`models.extrapolation_blend`),
+masked to near the extrapolated rain (`models.precip_mask`) and given its intensity distribution
+(`models.probability_matching`); `diffusion.residual_shrink` scales the sampled change per lead.
+Forecasts with an intensity constraint skip the shrink and the blend, which would undo the
+steering.
 
 Any grid up to `ModelConfig.max_domain_px` is taken: it is padded to the grid factor (missing
 coverage), and one larger than the trained `max_grid_px` runs as overlapping tiles of it, the
