@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -65,7 +66,7 @@ async def _run(url: str, key: str, radar: bytes, jobs: int, timeout_s: float) ->
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120.0) as client:
         figures = await burst(client, radar, jobs, 4, timeout_s, job=REAL_JOB)
-    return figures.__dict__
+    return asdict(figures)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
-from models.config import TINY
+from models.config import TINY, ModelConfig
+from models.pipeline import NowcastPipeline
 
 
 def random_latents(
@@ -33,3 +35,16 @@ def losses_around_one_adam_step(
     optimiser.step()
     after = loss()
     return before.item(), after.item()
+
+
+def with_config(pipeline: NowcastPipeline, config: ModelConfig, **options: Any) -> NowcastPipeline:
+    """A pipeline on `pipeline`'s networks (codec, denoiser, alignment net) with another
+    `config`; `options` are `NowcastPipeline`'s keyword arguments (tile_rows, ...)."""
+    return NowcastPipeline(
+        config,
+        pipeline.encoder,
+        pipeline.decoder,
+        pipeline.denoiser,
+        pipeline.alignment,
+        **options,
+    )

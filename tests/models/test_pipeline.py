@@ -11,6 +11,7 @@ import torch
 
 from models.config import TINY
 from models.pipeline import ForecastRequest, IntensityConstraint, NowcastPipeline
+from tests.models.helpers import with_config
 
 GRID = 64
 
@@ -168,14 +169,7 @@ def test_batch_equals_alone_bit_for_bit(pipeline: NowcastPipeline) -> None:
 
 
 def test_shared_network_calls_agree_up_to_rounding(pipeline: NowcastPipeline) -> None:
-    shared = NowcastPipeline(
-        pipeline.config,
-        pipeline.encoder,
-        pipeline.decoder,
-        pipeline.denoiser,
-        pipeline.alignment,
-        share_network_calls=True,
-    )
+    shared = with_config(pipeline, pipeline.config, share_network_calls=True)
     requests = [
         ForecastRequest(_past(1), members=2, steps=3, seed=21),
         ForecastRequest(_past(2), members=3, steps=3, seed=22),
@@ -242,9 +236,7 @@ def test_residual_and_absolute_sampling_agree_when_the_clean_latent_is_pinned(
             latent_max=pinned,
             diffusion=replace(pipeline.config.diffusion, predict_residual=residual),
         )
-        model = NowcastPipeline(
-            config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
-        )
+        model = with_config(pipeline, config)
         outputs.append(model.forecast(_past(3), members=2, steps=3, seed=1))
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
     # and the pinned value is what gets decoded: every member and lead alike
@@ -255,9 +247,7 @@ def test_residual_model_runs_with_guidance(pipeline: NowcastPipeline) -> None:
     config = pipeline.config.replace(
         diffusion=replace(pipeline.config.diffusion, predict_residual=True)
     )
-    model = NowcastPipeline(
-        config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
-    )
+    model = with_config(pipeline, config)
     past = _past()
     plain = model.forecast(past, members=2, steps=3, seed=4)
     assert not np.allclose(plain, pipeline.forecast(past, members=2, steps=3, seed=4))
@@ -372,9 +362,7 @@ def test_probability_matching_gives_members_the_extrapolations_intensities(
     from models.extrapolation import extrapolate
 
     config = pipeline.config.replace(probability_matching="cdf")
-    matched = NowcastPipeline(
-        config, pipeline.encoder, pipeline.decoder, pipeline.denoiser, pipeline.alignment
-    )
+    matched = with_config(pipeline, config)
     past = _past(3)
     nowcast = extrapolate(past, TINY.frames_out).rain_mm_h
     plain = pipeline.forecast(past, members=2, steps=2, seed=0)
@@ -412,10 +400,8 @@ def test_residual_shrink_pulls_unsteered_members_to_the_extrapolation(torch_pipe
     shrunk_config = model.config.replace(
         diffusion=replace(model.config.diffusion, residual_shrink=(0.0,) * frames_out)
     )
-    shrunk = NowcastPipeline(
-        shrunk_config, model.encoder, model.decoder, model.denoiser, torch_pipeline.alignment
-    )
     model.alignment = torch_pipeline.alignment
+    shrunk = with_config(model, shrunk_config)
     pinned = _motion_aware(torch_pipeline, residual_scale=1e-9)
     past = _past(2)
     np.testing.assert_allclose(
@@ -438,13 +424,7 @@ def test_extrapolation_blend_replaces_the_first_leads_of_unsteered_forecasts(
 
     frames_out = TINY.frames_out
     weights = (1.0,) + (0.0,) * (frames_out - 1)
-    blended = NowcastPipeline(
-        pipeline.config.replace(extrapolation_blend=weights),
-        pipeline.encoder,
-        pipeline.decoder,
-        pipeline.denoiser,
-        pipeline.alignment,
-    )
+    blended = with_config(pipeline, pipeline.config.replace(extrapolation_blend=weights))
     past = _past(3)
     plain = pipeline.forecast(past, members=2, steps=2, seed=0)
     forecast = blended.forecast(past, members=2, steps=2, seed=0)

@@ -12,6 +12,7 @@ import torch
 from models.config import TINY
 from models.pipeline import NowcastPipeline
 from models.tiling import merge_tiles, split_tiles, tile_layout, tile_weight
+from tests.models.helpers import with_config
 
 # trained tile of the test pipeline [px]: small, so that a ~200 px grid needs a 3 x 4 tiling
 TILE_PX = 96
@@ -60,9 +61,7 @@ def tiled(tiny_model_dir: Path) -> NowcastPipeline:
     """The tiny model with a trained tile of 96 px (its ONNX codec takes up to 256 px)."""
     base = NowcastPipeline.from_model_dir(tiny_model_dir, denoiser_precision="float32")
     config = base.config.replace(max_grid_px=TILE_PX)
-    return NowcastPipeline(
-        config, base.encoder, base.decoder, base.denoiser, base.alignment, tile_rows=8
-    )
+    return with_config(base, config, tile_rows=8)
 
 
 def _rain(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -120,13 +119,7 @@ def test_no_seams_at_tile_borders() -> None:
         pytest.skip(f"no shipped model in {DEFAULT_MODEL_DIR}")
     shipped = NowcastPipeline.from_model_dir(DEFAULT_MODEL_DIR)
     tile_px = 128
-    model = NowcastPipeline(
-        shipped.config.replace(max_grid_px=tile_px),
-        shipped.encoder,
-        shipped.decoder,
-        shipped.denoiser,
-        shipped.alignment,
-    )
+    model = with_config(shipped, shipped.config.replace(max_grid_px=tile_px))
     height, width = 192, 256
     field = gaussian_filter(
         np.random.default_rng(0).standard_normal((height, width + 20)), 5, mode="wrap"
