@@ -1,4 +1,4 @@
-"""Model folders: save the three networks with their `model.yaml`, load them back.
+"""Model folders: save the networks with their `model.yaml`, load them back.
 
 `save_model_dir` writes the weights as safetensors plus the metadata of `models.metadata` (with
 the sha256 of each weight file); `load_model_dir` rebuilds the networks from the stored
@@ -9,6 +9,7 @@ the service before trained weights exist.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from models.config import ModelConfig, get_config
 from models.metadata import (
     ALIGNMENT_FILE,
     DENOISER_FILE,
+    READOUT_FILE,
     VAE_FILE,
     ModelMetadata,
     file_sha256,
@@ -46,15 +48,23 @@ class ModelBundle:
     denoiser: nn.Module
     alignment: nn.Module | None
     model_dir: Path
+    readout: nn.Module | None = None
 
 
-def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """Fresh (randomly initialised, global RNG) VAE, denoiser and alignment net for `config`."""
+def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """Fresh (randomly initialised, global RNG) VAE, denoiser, alignment net and intensity
+    readout for `config`."""
     from models.alignment import AlignmentNet
     from models.earthformer_unet import EarthformerUNet
+    from models.intensity_readout import IntensityReadout
     from models.vae import FrameVAE
 
-    return FrameVAE(config.vae), EarthformerUNet(config), AlignmentNet(config)
+    return (
+        FrameVAE(config.vae),
+        EarthformerUNet(config),
+        AlignmentNet(config),
+        IntensityReadout(config),
+    )
 
 
 def save_model_dir(
@@ -64,14 +74,17 @@ def save_model_dir(
     denoiser: nn.Module,
     alignment: nn.Module | None,
     extra: dict[str, Any] | None = None,
+    readout: nn.Module | None = None,
 ) -> ModelMetadata:
-    """Write a model folder: `model.yaml` + `vae`, `denoiser`, `alignment` `.safetensors`.
+    """Write a model folder: `model.yaml` + `vae`, `denoiser`, `alignment`, `readout`
+    `.safetensors`.
 
     Parameters
     ----------
     model_dir: created if missing; existing weight files are overwritten.
     config: the `ModelConfig` the networks were built from (stored, so they rebuild exactly).
     vae, denoiser, alignment: the networks (pass the EMA denoiser); `alignment` may be None.
+    readout: the intensity readout (`models.intensity_readout`), or None.
     extra: `name`, `version` (default config name and "1") and `training` (free-form dict) go
         to their metadata fields; any other key is kept under `extra`.
 
@@ -84,10 +97,11 @@ def save_model_dir(
     model_dir.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
     networks = {VAE_FILE: vae, DENOISER_FILE: denoiser}
-    if alignment is not None:
-        networks[ALIGNMENT_FILE] = alignment
-    elif (model_dir / ALIGNMENT_FILE).exists():
-        (model_dir / ALIGNMENT_FILE).unlink()
+    for file_name, optional in ((ALIGNMENT_FILE, alignment), (READOUT_FILE, readout)):
+        if optional is not None:
+            networks[file_name] = optional
+        elif (model_dir / file_name).exists():
+            (model_dir / file_name).unlink()
     checksums = {}
     for file_name, network in networks.items():
         # save_model (not save_file) drops duplicate names of shared tensors
@@ -109,6 +123,32 @@ def save_model_dir(
     return metadata
 
 
+def attach_readout(
+    model_dir: str | Path,
+    readout: nn.Module,
+    config: ModelConfig,
+    summary: dict[str, Any],
+    version: str | None = None,
+) -> ModelMetadata:
+    """Add (or replace) the intensity readout of a model folder: `readout.safetensors`, and in
+    `model.yaml` the config given (its readout and guidance settings), the readout's checksum and
+    `training.readout = summary`. The other files and their checksums stay as they are."""
+    model_dir = Path(model_dir)
+    metadata = read_model_metadata(model_dir)
+    save_model(readout, str(model_dir / READOUT_FILE))
+    (model_dir / READOUT_FILE).chmod(0o644)
+    metadata = dataclasses.replace(
+        metadata,
+        config=config,
+        version=metadata.version if version is None else str(version),
+        created=utc_now_iso(),
+        checksums={**metadata.checksums, READOUT_FILE: file_sha256(model_dir / READOUT_FILE)},
+        training={**metadata.training, "readout": summary},
+    )
+    write_model_metadata(model_dir, metadata)
+    return metadata
+
+
 def load_model_dir(
     model_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True
 ) -> ModelBundle:
@@ -123,28 +163,31 @@ def load_model_dir(
     """
     from models.alignment import AlignmentNet
     from models.earthformer_unet import EarthformerUNet
+    from models.intensity_readout import IntensityReadout
     from models.vae import FrameVAE
 
     model_dir = Path(model_dir)
     metadata = read_model_metadata(model_dir)
-    has_alignment = (model_dir / ALIGNMENT_FILE).is_file()
+    optional = [name for name in (ALIGNMENT_FILE, READOUT_FILE) if (model_dir / name).is_file()]
     if verify:
         # only the files loaded here: stale ONNX files must not stop `nowcast export`
-        weights = [VAE_FILE, DENOISER_FILE] + ([ALIGNMENT_FILE] if has_alignment else [])
-        verify_checksums(model_dir, metadata, weights)
+        verify_checksums(model_dir, metadata, [VAE_FILE, DENOISER_FILE, *optional])
     config = metadata.config
     vae = FrameVAE(config.vae)
     denoiser = EarthformerUNet(config)
     load_model(vae, str(model_dir / VAE_FILE), device="cpu")
     load_model(denoiser, str(model_dir / DENOISER_FILE), device="cpu")
-    alignment = None
-    if has_alignment:
+    alignment = readout = None
+    if ALIGNMENT_FILE in optional:
         alignment = AlignmentNet(config)
         load_model(alignment, str(model_dir / ALIGNMENT_FILE), device="cpu")
-    networks = [vae, denoiser] + ([alignment] if alignment is not None else [])
-    for network in networks:
-        network.to(device).eval().requires_grad_(False)
-    return ModelBundle(config, metadata, vae, denoiser, alignment, model_dir)
+    if READOUT_FILE in optional:
+        readout = IntensityReadout(config)
+        load_model(readout, str(model_dir / READOUT_FILE), device="cpu")
+    for network in (vae, denoiser, alignment, readout):
+        if network is not None:
+            network.to(device).eval().requires_grad_(False)
+    return ModelBundle(config, metadata, vae, denoiser, alignment, model_dir, readout)
 
 
 def create_random_model_dir(
@@ -172,9 +215,9 @@ def create_random_model_dir(
     # seeding it here changes nothing outside this block
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae, denoiser, alignment = build_networks(config)
+        vae, denoiser, alignment, readout = build_networks(config)
     generator = torch.Generator().manual_seed(seed + 1)
-    for network in (vae, denoiser, alignment):
+    for network in (vae, denoiser, alignment, readout):
         _perturb_zero_weights(network, generator)
     save_model_dir(
         model_dir,
@@ -187,6 +230,7 @@ def create_random_model_dir(
             "version": "0",
             "training": {"note": f"untrained: seeded random initialisation (seed {seed})"},
         },
+        readout=readout.eval(),
     )
     if export_onnx:
         from models.export import export_model_dir

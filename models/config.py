@@ -74,6 +74,17 @@ class AlignmentConfig:
 
 
 @dataclass(frozen=True)
+class ReadoutConfig:
+    """Intensity readout R(z) (models.intensity_readout): the rain rate a latent decodes to."""
+
+    hidden_channels: int = 32
+
+
+# the values of DiffusionConfig.guidance (models.guidance)
+GUIDANCE_KINDS = ("alignment", "readout")
+
+
+@dataclass(frozen=True)
 class DiffusionConfig:
     """Noise schedule and sampler defaults."""
 
@@ -84,8 +95,13 @@ class DiffusionConfig:
     sampler: str = "ddim"
     sampling_steps: int = 50
     eta: float = 0.0
-    # lambda of the knowledge-alignment guidance (models.guidance): the fraction of the gap
-    # between the alignment net's predicted mean and the target closed per unit of trajectory
+    # how a requested intensity steers sampling (models.guidance): "alignment", PreDiff's
+    # alignment net on the noisy latents; "readout", a Newton step of every step's clean
+    # estimate through the intensity readout (needs `readout.safetensors`)
+    guidance: str = "alignment"
+    # lambda of the guidance: for "alignment" the fraction of the gap between the alignment
+    # net's predicted mean and the target closed per unit of trajectory; for "readout" the
+    # fraction of the clean estimate's gap closed at every step (at most 1)
     guidance_scale: float = 1.0
     ema_decay: float = 0.999
     # Diffuse the change of the future latents from the last past latent (latent persistence)
@@ -100,10 +116,11 @@ class DiffusionConfig:
     # per-lead std of the scaled residual latents in training; the residual is divided by it so
     # that the diffused quantity has unit variance at every lead (None = 1 everywhere)
     residual_scale: tuple[float, ...] | None = None
-    # per-lead factor on the sampled residual before it is added back to its origin, for
-    # forecasts without an intensity constraint (a steered forecast keeps its full residual):
-    # < 1 pulls the members toward the extrapolation, most where it is still good, at the
-    # first leads: on small-v3 it raised CSI@1 at every lead and lowered CRPS (None = 1)
+    # per-lead factor on the sampled residual before it is added back to its origin (with the
+    # alignment guidance a steered forecast keeps its full residual; the readout guidance
+    # steers the shrunk one): < 1 pulls the members toward the extrapolation, most where it is
+    # still good, at the first leads: on small-v3 it raised CSI@1 at every lead and lowered CRPS
+    # (None = 1)
     residual_shrink: tuple[float, ...] | None = None
 
 
@@ -147,9 +164,15 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def __post_init__(self) -> None:
+        if self.diffusion.guidance not in GUIDANCE_KINDS:
+            raise ValueError(
+                f"diffusion.guidance must be one of {GUIDANCE_KINDS}, "
+                f"got {self.diffusion.guidance!r}"
+            )
         if self.probability_matching not in PROBABILITY_MATCHING:
             raise ValueError(
                 f"probability_matching must be one of {PROBABILITY_MATCHING}, "
@@ -231,6 +254,7 @@ class ModelConfig:
             "vae": VAEConfig,
             "denoiser": DenoiserConfig,
             "alignment": AlignmentConfig,
+            "readout": ReadoutConfig,
             "diffusion": DiffusionConfig,
         }
         for key, part in parts.items():

@@ -1,9 +1,9 @@
 """`nowcast model-info --config paper|small|tiny | --weights DIR`: sizes and shapes as JSON.
 
 Parameter counts per component (`vae_encoder`, `vae_decoder`, `discriminator`, `denoiser`,
-`alignment`), the latent shape for a grid, frames in/out and the grid rules. The networks are
-built on PyTorch's "meta" device: no memory is allocated and nothing is initialised, so even
-the `paper` config answers at once.
+`alignment`, `readout`), the latent shape for a grid, frames in/out and the grid rules. The
+networks are built on PyTorch's "meta" device: no memory is allocated and nothing is
+initialised, so even the `paper` config answers at once.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def parameter_counts(config: ModelConfig) -> dict[str, int]:
     from models.alignment import AlignmentNet
     from models.discriminator import PatchDiscriminator
     from models.earthformer_unet import EarthformerUNet
+    from models.intensity_readout import IntensityReadout
     from models.vae import FrameVAE
 
     with torch.device("meta"):
@@ -40,10 +41,15 @@ def parameter_counts(config: ModelConfig) -> dict[str, int]:
             "discriminator": count_parameters(PatchDiscriminator(config.vae)),
             "denoiser": count_parameters(EarthformerUNet(config)),
             "alignment": count_parameters(AlignmentNet(config)),
+            "readout": count_parameters(IntensityReadout(config)),
         }
-    # what a forecast loads (the discriminator is for training only)
+    # what a forecast uses (the discriminator is for training only; the guidance steers with
+    # one of alignment net and readout)
     counts["inference_total"] = (
-        counts["vae_encoder"] + counts["vae_decoder"] + counts["denoiser"] + counts["alignment"]
+        counts["vae_encoder"]
+        + counts["vae_decoder"]
+        + counts["denoiser"]
+        + counts[config.diffusion.guidance]
     )
     return counts
 

@@ -9,6 +9,7 @@ A model folder holds
     vae.safetensors          frame-wise VAE (encoder + decoder)
     denoiser.safetensors     Earthformer-UNet (EMA weights)
     alignment.safetensors    knowledge-alignment network (optional)
+    readout.safetensors      intensity readout of the readout guidance (optional)
     encoder.onnx             VAE encoder, frames -> latent mean (written by `nowcast export`)
     decoder.onnx             VAE decoder, latents -> frames
 """
@@ -33,6 +34,7 @@ FORMAT = "prediff-nowcast-model/1"
 VAE_FILE = "vae.safetensors"
 DENOISER_FILE = "denoiser.safetensors"
 ALIGNMENT_FILE = "alignment.safetensors"
+READOUT_FILE = "readout.safetensors"
 ENCODER_ONNX_FILE = "encoder.onnx"
 DECODER_ONNX_FILE = "decoder.onnx"
 

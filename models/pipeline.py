@@ -12,8 +12,8 @@ per-lead scaled change from it (`models.residual`). After decoding, the members 
 may be given a share of the extrapolation at the first leads (`models.extrapolation_blend`),
 masked to near the extrapolated rain (`models.precip_mask`) and given its intensity distribution
 (`models.probability_matching`); `diffusion.residual_shrink` scales the sampled change per lead.
-Forecasts with an intensity constraint skip the shrink and the blend, which would undo the
-steering.
+Forecasts with an intensity constraint skip the blend, which would undo the steering, and with
+the alignment guidance the shrink too (the readout guidance steers the shrunk residual).
 
 Any grid up to `ModelConfig.max_domain_px` is taken: it is padded to the grid factor (missing
 coverage), and one larger than the trained `max_grid_px` runs as overlapping tiles of it, the
@@ -21,7 +21,8 @@ denoiser's noise prediction blended at every step and the VAE blended per tile
 (`models.tiling`), with the noise and the motion on the whole domain.
 
 The pipeline is the loop only: the math of a step is in `models.schedulers`, the intensity
-steering in `models.guidance`, the networks in their own modules. The encoder and decoder are
+steering in `models.guidance` (through the alignment net or the intensity readout, as
+`diffusion.guidance` says), the networks in their own modules. The encoder and decoder are
 torch modules or ONNX Runtime sessions (`models.onnx_codec`), interchangeable.
 """
 
@@ -40,7 +41,7 @@ from torch import nn
 from models.config import VAE_DOWNSAMPLE_FACTOR, ModelConfig
 from models.extrapolation import extrapolate
 from models.extrapolation_blend import blend_with_extrapolation
-from models.guidance import IntensityGuidance
+from models.guidance import IntensityGuidance, ReadoutGuidance
 from models.metadata import (
     DECODER_ONNX_FILE,
     ENCODER_ONNX_FILE,
@@ -149,7 +150,10 @@ class NowcastPipeline:
         (e.g. `VAEEncoderMean(vae)`) or an `OnnxCodecSession` of `encoder.onnx`.
     decoder: latents `(N, C, h, w)` -> frames `(N, 1, 8h, 8w)`: torch module or ONNX session.
     denoiser: `EarthformerUNet` (EMA weights).
-    alignment: `AlignmentNet`, needed only for constrained forecasts.
+    alignment: `AlignmentNet`, needed only for constrained forecasts of a model with
+        `diffusion.guidance: alignment`.
+    readout: `IntensityReadout`, needed only for constrained forecasts of a model with
+        `diffusion.guidance: readout`.
     device: where the torch networks run; they are moved there and put in eval mode.
     metadata: the model folder's metadata, if any (for provenance).
     codec_chunk: frames (or tiles) per encoder / decoder call at most.
@@ -180,6 +184,7 @@ class NowcastPipeline:
         tile_rows: int = DEFAULT_TILE_ROWS,
         share_network_calls: bool = False,
         codec_chunk_px: int = DEFAULT_CODEC_CHUNK_PX,
+        readout: nn.Module | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -188,6 +193,7 @@ class NowcastPipeline:
         self.decoder = _on_device(decoder, self.device)
         self.denoiser = denoiser.to(self.device).eval()
         self.alignment = alignment.to(self.device).eval() if alignment is not None else None
+        self.readout = readout.to(self.device).eval() if readout is not None else None
         self.metadata = metadata
         self.codec_chunk = int(codec_chunk)
         self.codec_chunk_px = int(codec_chunk_px)
@@ -254,6 +260,7 @@ class NowcastPipeline:
             device=device,
             metadata=bundle.metadata,
             denoiser_precision=denoiser_precision,
+            readout=bundle.readout,
         )
 
     @property
@@ -364,8 +371,12 @@ class NowcastPipeline:
         eta = float(request.eta if request.eta is not None else config.diffusion.eta)
         if eta < 0:
             raise ValueError(f"{where}eta must be >= 0, got {eta}")
-        if request.constraint is not None and self.alignment is None:
-            raise ValueError(f"{where}this model has no alignment network; drop the constraint")
+        if request.constraint is not None and self._steering_network is None:
+            network = {"alignment": "alignment network", "readout": "intensity readout"}
+            raise ValueError(
+                f"{where}this model has no {network[config.diffusion.guidance]}; "
+                "drop the constraint"
+            )
         height, width = past.shape[1:]
         # padding to the grid factor (bottom and right) is missing coverage, never rain
         padded_h, padded_w = config.padded_shape(height, width)
@@ -448,20 +459,23 @@ class NowcastPipeline:
             context,
             extrapolation,
         )
+        # the sampler's state -> what is decoded; the readout guidance steers the latter
+        decoder_input = self._decoder_input(residual, self._residual_shrink(group, members))
         for t in sampler.timesteps:
             eps = self._predict_noise(sample, t, tiles)
             mean_shift = None
-            if guidance is not None:
+            if isinstance(guidance, ReadoutGuidance):
+                clean = sampler.clean_estimate(eps, t, sample, x0_bounds)
+                final = t == sampler.timesteps[-1]
+                change = guidance.clean_change(clean, decoder_input, x0_bounds, final)
+                mean_shift = None if change is None else sampler.clean_weight(t) * change
+            elif guidance is not None:
                 mean_shift = self._guidance_shift(
                     guidance, sample, t, tiles, residual, sampler.guidance_weight(t)
                 )
             sample = sampler.step(eps, t, sample, generators, mean_shift, x0_bounds)
             progress.advance()
-        shrink = self._residual_shrink(group, members)
-        if shrink is not None:
-            sample = sample * shrink
-        sample = residual.to_latents(sample)
-        flat = (sample / config.latent_scale).reshape(-1, channels, latent_h, latent_w)
+        flat = decoder_input(sample).reshape(-1, channels, latent_h, latent_w)
         del sample, residual, tiles, context, extrapolation  # not needed while decoding
         return self._decode(group, members, flat)
 
@@ -580,22 +594,42 @@ class NowcastPipeline:
 
     def _residual_shrink(self, group: list[_Prepared], members: list[int]) -> torch.Tensor | None:
         """`(B, T_out, 1, 1, 1)` factors on the sampled residual (`diffusion.residual_shrink`):
-        the model's factor of each lead for requests without a constraint, 1 for steered ones
-        (their residual carries the steering); None when the model has none."""
+        the model's factor of each lead, except for steered requests of a model with alignment
+        guidance, which get 1 (their residual carries the steering; the readout guidance
+        steers the shrunk residual itself); None when the model has none."""
         factors = self.config.diffusion.residual_shrink
         if factors is None:
             return None
+        keep_full = self.config.diffusion.guidance == "alignment"
         ones = [1.0] * len(factors)
         rows = [
-            ones if item.request.constraint is not None else list(factors)
+            ones if keep_full and item.request.constraint is not None else list(factors)
             for item, count in zip(group, members, strict=True)
             for _ in range(count)
         ]
         return torch.tensor(rows, device=self.device).reshape(len(rows), len(factors), 1, 1, 1)
 
-    def _guidance(self, group: list[_Prepared], members: list[int]) -> IntensityGuidance | None:
+    def _decoder_input(
+        self, residual: ResidualMap, shrink: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The sampler's state `(B, T_out, C, h, w)` -> the decoder's input latents (the
+        residual shrunk by `shrink`, `(B, T_out, 1, 1, 1)` or None)."""
+        scale = self.config.latent_scale
+        if shrink is None:
+            return lambda diffused: residual.to_latents(diffused) / scale
+        return lambda diffused: residual.to_latents(diffused * shrink) / scale
+
+    @property
+    def _steering_network(self) -> nn.Module | None:
+        """The network `diffusion.guidance` steers with, if the model has it."""
+        return self.readout if self.config.diffusion.guidance == "readout" else self.alignment
+
+    def _guidance(
+        self, group: list[_Prepared], members: list[int]
+    ) -> IntensityGuidance | ReadoutGuidance | None:
         """Guidance with a per-row target and lambda (0 for requests without a constraint)."""
-        if self.alignment is None or all(item.request.constraint is None for item in group):
+        network = self._steering_network
+        if network is None or all(item.request.constraint is None for item in group):
             return None
         targets, scales = [], []
         for item, count in zip(group, members, strict=True):
@@ -606,8 +640,29 @@ class NowcastPipeline:
             else:
                 targets += [constraint.target_mm_h / self.config.intensity_scale_mm_h] * count
                 scales += [constraint.strength * self.config.diffusion.guidance_scale] * count
-        guidance = IntensityGuidance(self.alignment, torch.tensor(targets), torch.tensor(scales))
+        guidance: IntensityGuidance | ReadoutGuidance
+        if self.config.diffusion.guidance == "readout":
+            weight = self._block_weight(group, members)
+            guidance = ReadoutGuidance(network, torch.tensor(targets), torch.tensor(scales), weight)
+        else:
+            guidance = IntensityGuidance(network, torch.tensor(targets), torch.tensor(scales))
         return guidance if guidance.active else None
+
+    def _block_weight(self, group: list[_Prepared], members: list[int]) -> torch.Tensor:
+        """`(B, T_out, h, w)`: the share of each latent block that a request's forecast mean
+        counts: the rain mask kept after decoding, times the covered pixels, over the covered
+        fraction (the mean of the output is taken where there is coverage)."""
+        frames_out, factor = self.config.frames_out, VAE_DOWNSAMPLE_FACTOR
+        rows = []
+        for item, count in zip(group, members, strict=True):
+            covered = torch.from_numpy(~item.missing).float()
+            weight = covered.expand(frames_out, -1, -1)
+            if item.rain_weight is not None:
+                weight = weight * torch.from_numpy(np.asarray(item.rain_weight, np.float32))
+            block = torch.nn.functional.avg_pool2d(weight[:, None], factor)[:, 0]
+            block = block / covered.mean().clamp_min(1e-6)
+            rows.append(block.expand(count, -1, -1, -1))
+        return torch.cat(rows).to(self.device)
 
     def _encode(
         self,

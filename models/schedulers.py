@@ -203,6 +203,23 @@ class _Sampler:
             math.sqrt(1.0 - alpha_prod_t) - math.sqrt(max(1.0 - alpha_prod_prev, 0.0))
         )
 
+    def clean_estimate(
+        self,
+        eps: torch.Tensor,
+        t: int,
+        sample: torch.Tensor,
+        x0_bounds: Bounds | None = None,
+    ) -> torch.Tensor:
+        """The predicted clean sample x_0 `(B, ...)` at (sample, t), clamped as `step` does."""
+        alpha_prod_t = self.schedule.alpha_prod(int(t))
+        return self._pred_original_sample(eps, sample, alpha_prod_t, x0_bounds)[0]
+
+    def clean_weight(self, t: int) -> float:
+        """d(transition mean) / d(predicted x_0) of the step from `t`: a mean shift of
+        `clean_weight(t) * d` is the step taken from x_0 + d instead of x_0 (1 on the last
+        step of DDIM, so there the sample becomes x_0 + d)."""
+        raise NotImplementedError
+
     @staticmethod
     def _draw(
         prev_mean: torch.Tensor,
@@ -280,14 +297,19 @@ class DDPMSampler(_Sampler):
         """
         alpha_prod_t, alpha_prod_prev = self._alpha_prods(t)
         alpha_jump = alpha_prod_t / alpha_prod_prev  # alpha_t of the jump t -> prev_t
-        beta_jump = 1.0 - alpha_jump
         pred_original_sample, _ = self._pred_original_sample(eps, sample, alpha_prod_t, x0_bounds)
         # posterior mean, Ho et al. eq. 7:
         # mu = sqrt(a_prev) beta / (1 - a_t) x_0 + sqrt(alpha) (1 - a_prev) / (1 - a_t) x_t
-        coef_original = math.sqrt(alpha_prod_prev) * beta_jump / (1.0 - alpha_prod_t)
+        coef_original = self.clean_weight(t)
         coef_current = math.sqrt(alpha_jump) * (1.0 - alpha_prod_prev) / (1.0 - alpha_prod_t)
         prev_mean = coef_original * pred_original_sample + coef_current * sample
         return self._draw(prev_mean, self.posterior_std(t), generator, mean_shift)
+
+    def clean_weight(self, t: int) -> float:
+        """The posterior mean's coefficient of x_0: sqrt(a_prev) beta / (1 - a_t)."""
+        alpha_prod_t, alpha_prod_prev = self._alpha_prods(t)
+        beta_jump = 1.0 - alpha_prod_t / alpha_prod_prev
+        return math.sqrt(alpha_prod_prev) * beta_jump / (1.0 - alpha_prod_t)
 
 
 class DDIMSampler(_Sampler):
@@ -326,6 +348,11 @@ class DDIMSampler(_Sampler):
         direction = math.sqrt(max(1.0 - alpha_prod_prev - std_dev_t**2, 0.0)) * eps
         prev_mean = math.sqrt(alpha_prod_prev) * pred_original_sample + direction
         return self._draw(prev_mean, std_dev_t, generator, mean_shift)
+
+    def clean_weight(self, t: int) -> float:
+        """sqrt(a_prev), the coefficient of x_0 at a fixed eps (`step` keeps the predicted eps
+        when x_0 moves)."""
+        return math.sqrt(self._alpha_prods(t)[1])
 
 
 def make_sampler(

@@ -63,3 +63,8 @@ nowcast train alignment "${common[@]}" --seed "$SEED" --out runs/alignment --ldm
 # 4. the model folder: safetensors (EMA denoiser and alignment), model.yaml, ONNX codec
 nowcast train package --vae runs/vae --ldm runs/ldm --alignment runs/alignment \
     --weights "$WEIGHTS" --version 3 --checkpoints vae alignment  # the LDM one is too large
+
+# 5. the intensity readout the guidance steers with (small-v3.5): fitted on what the folder's own
+#    decoder makes of encoded radar frames and of the model's unsteered and steered forecasts;
+#    it switches the folder to `diffusion.guidance: readout`
+nowcast train readout --weights "$WEIGHTS" --threads "$THREADS"

@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.serve", "API plus N worker processes"),
     "worker": ("service.worker", "one worker process"),
     "submit": ("service.client", "submit a radar file, show progress, download the forecast"),
-    "train": ("models.training.cli", "train a stage: vae | ldm | alignment"),
+    "train": ("models.training.cli", "train a stage: vae | ldm | alignment | package | readout"),
     "evaluate": ("models.evaluation.cli", "score the model and baselines on radar events"),
     "export": ("models.export", "export the VAE encoder/decoder to ONNX"),
     "model-info": ("models.info", "parameter counts and shapes as JSON"),

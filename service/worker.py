@@ -1,9 +1,10 @@
 """The worker: `nowcast worker` (one process) and the embedded worker threads of `nowcast serve`.
 
-A worker loads the model once (VAE encoder as an ONNX Runtime session, denoiser and alignment net
-in torch on CUDA when available), warms it up, then loops: claim up to `worker_batch_size` jobs,
-run those with the same grid and steps as one `forecast_batch`, write each forecast as CF-NetCDF
-and store it. Jobs run in the worker's own process (no fork: CUDA does not survive it).
+A worker loads the model once (VAE encoder as an ONNX Runtime session, denoiser and the
+guidance's network in torch on CUDA when available), warms it up, then loops: claim up to
+`worker_batch_size` jobs, run those with the same grid and steps as one `forecast_batch`, write
+each forecast as CF-NetCDF and store it. Jobs run in the worker's own process (no fork: CUDA
+does not survive it).
 
 While jobs are in hand a heartbeat thread renews their leases and the worker's heartbeat; the
 sampler callback writes progress (at most every `progress_interval_s`) and checks cancellation

@@ -1,10 +1,12 @@
-"""`nowcast train vae | ldm | alignment | package`: the three training stages and the packaging.
+"""`nowcast train vae | ldm | alignment | package | readout`: the three training stages, the
+packaging, and the intensity readout of a packaged model.
 
     nowcast train vae --config small --out runs/vae
     nowcast train ldm --config small --vae runs/vae --out runs/ldm
     nowcast train alignment --config small --vae runs/vae --ldm runs/ldm --out runs/alignment
     nowcast train package --vae runs/vae --ldm runs/ldm --alignment runs/alignment \
         --weights models/weights/small-v3
+    nowcast train readout --weights models/weights/small-v3
 
 Every stage checkpoints to `<out>/checkpoint.pt` (model, optimiser, EMA, step, RNG states) and
 logs to `<out>/log.csv`; `--resume` continues from the checkpoint with the same arguments.
@@ -69,12 +71,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     package = sub.add_parser("package", help="write the model folder from the three runs")
     if only in (None, "package"):
         importlib.import_module("models.training.package").add_arguments(package)
+    readout = sub.add_parser("readout", help="fit a model folder's intensity readout")
+    if only in (None, "readout"):
+        importlib.import_module("models.training.readout").add_arguments(readout)
     return parser
 
 
 def main(argv: list[str]) -> int:
-    only = argv[0] if argv and argv[0] in (*STAGES, "package") else None
+    only = argv[0] if argv and argv[0] in (*STAGES, "package", "readout") else None
     args = build_parser(only).parse_args(argv)
     if args.stage == "package":
         return importlib.import_module("models.training.package").package(args)
+    if args.stage == "readout":
+        return importlib.import_module("models.training.readout").train(args)
     return importlib.import_module(STAGES[args.stage]).train(args)

@@ -38,7 +38,7 @@ def losses_around_one_adam_step(
 
 
 def with_config(pipeline: NowcastPipeline, config: ModelConfig, **options: Any) -> NowcastPipeline:
-    """A pipeline on `pipeline`'s networks (codec, denoiser, alignment net) with another
+    """A pipeline on `pipeline`'s networks (codec, denoiser, alignment net, readout) with another
     `config`; `options` are `NowcastPipeline`'s keyword arguments (tile_rows, ...)."""
     return NowcastPipeline(
         config,
@@ -46,5 +46,6 @@ def with_config(pipeline: NowcastPipeline, config: ModelConfig, **options: Any) 
         pipeline.decoder,
         pipeline.denoiser,
         pipeline.alignment,
+        readout=pipeline.readout,
         **options,
     )

@@ -217,6 +217,24 @@ def test_evaluate_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -
     assert "per lead, mean over 1 cases: CSI@1" in printed
 
 
+def test_alignment_report_steers_to_each_target_factor(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "alignment.json"
+    argv = ["--weights", str(tiny_model_dir), "--data", str(RADAR / "mch_20150515.nc")]
+    argv += ["--cases", "mch_20150515_1615", "--crop-px", "64", "--members", "2", "--steps", "2"]
+    argv += ["--methods", "model", "--no-member-rows", "--alignment-report", "--json", str(out)]
+    assert cli.main(argv) == 0
+    rows = json.loads(out.read_text())["alignment"]
+    assert [row["target_factor"] for row in rows] == list(cli.ALIGNMENT_TARGET_FACTORS)
+    true_mean = rows[0]["target_mm_h"] / rows[0]["target_factor"]
+    for row in rows:
+        assert row["target_mm_h"] == pytest.approx(row["target_factor"] * true_mean)
+        error = abs(row["guided_mean_mm_h"] - row["target_mm_h"]) / row["target_mm_h"]
+        assert row["rel_error_guided"] == pytest.approx(error)
+        assert row["CRPS_guided"] > 0 and row["runtime_s"] > 0
+
+
 def test_evaluate_cli_rejects_unknown_method(capsys) -> None:
     argv = ["--data", str(RADAR / "mch_20150515.nc"), "--methods", "persistence,magic"]
     assert cli.main(argv) == 2

@@ -34,6 +34,7 @@ def test_metadata_of_the_tiny_folder(tiny_model_dir: Path) -> None:
         "vae.safetensors",
         "denoiser.safetensors",
         "alignment.safetensors",
+        "readout.safetensors",
         "encoder.onnx",
         "decoder.onnx",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -200,6 +201,69 @@ def test_constraint_needs_an_alignment_network(pipeline: NowcastPipeline) -> Non
     assert bare.forecast(_past(), members=1, steps=1, seed=0).shape[0] == 1
     with pytest.raises(ValueError, match="alignment"):
         bare.forecast(_past(), members=1, steps=1, seed=0, constraint=IntensityConstraint(2.0))
+
+
+def _readout_model(pipeline: NowcastPipeline, **diffusion: object) -> NowcastPipeline:
+    config = pipeline.config
+    changes = {"guidance": "readout", "guidance_scale": 1.0, **diffusion}
+    return with_config(pipeline, replace(config, diffusion=replace(config.diffusion, **changes)))
+
+
+def _decoder_inputs(model: NowcastPipeline) -> list[torch.Tensor]:
+    """Record the latents of every decoder call of `model` from now on."""
+    calls: list[torch.Tensor] = []
+    decoder = model.decoder
+
+    def recording(latents: torch.Tensor) -> torch.Tensor:
+        calls.append(latents)
+        return decoder(latents)
+
+    model.decoder = recording
+    return calls
+
+
+@pytest.mark.parametrize(
+    "diffusion",
+    [{}, {"predict_residual": True, "residual_shrink": (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)}],
+    ids=["latents", "shrunk-residual"],
+)
+def test_readout_guidance_steers_the_decoded_latents_to_the_target(
+    pipeline: NowcastPipeline, diffusion: dict[str, object]
+) -> None:
+    # with a residual shrink, what is decoded is the shrunk residual: the guidance steers that
+    model = _readout_model(pipeline, **diffusion)
+    # a random readout barely responds to its input; a trained one does
+    model.readout = copy.deepcopy(model.readout)
+    with torch.no_grad():
+        model.readout.net[-1].weight.mul_(20.0)
+    past, scale = _past(), model.config.intensity_scale_mm_h
+    calls = _decoder_inputs(model)
+
+    def readout_mean_mm_h(forecast_latents: list[torch.Tensor]) -> float:
+        return float(model.readout(torch.cat(forecast_latents)).mean()) * scale
+
+    plain = model.forecast(past, members=2, steps=4, seed=4)
+    plain_mean = readout_mean_mm_h(calls)
+    calls.clear()
+    target = 1.2 * plain_mean
+    steered = model.forecast(
+        past, members=2, steps=4, seed=4, constraint=IntensityConstraint(target)
+    )
+    # the tiny model has no rain mask: every block counts, and the readout of what is decoded
+    # is on target
+    assert readout_mean_mm_h(calls) == pytest.approx(target, rel=0.01)
+    assert np.isfinite(steered).all() and not np.allclose(steered, plain)
+    off = model.forecast(
+        past, members=2, steps=4, seed=4, constraint=IntensityConstraint(target, strength=0.0)
+    )
+    assert np.array_equal(off, plain)
+
+
+def test_readout_guidance_needs_a_readout(pipeline: NowcastPipeline) -> None:
+    model = _readout_model(pipeline)
+    model.readout = None
+    with pytest.raises(ValueError, match="no intensity readout; drop the constraint"):
+        model.forecast(_past(), members=1, steps=1, seed=0, constraint=IntensityConstraint(2.0))
 
 
 def test_onnx_codec_matches_torch_codec(

@@ -6,6 +6,7 @@ Runs on two small real event files (96 x 96 px, 16 frames) cut from the shared r
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from models.bundle import load_model_dir
 from models.config import TINY
 from models.data import DEFAULT_DATA_DIR
+from models.metadata import verify_checksums
 from models.training.cli import main
 from models.training.common import EMA, apply_overrides, load_checkpoint
 from models.training.latent_cache import LatentCache, WindowBatch, WindowSampler
@@ -282,3 +284,34 @@ def test_motion_aware_ldm_trains_on_a_window_cache_with_extrapolations(runs, dat
     batch = sampler.batch(2, 4, np.random.default_rng(0))
     assert batch.extrapolation is not None
     assert batch.extrapolation.shape == (2, TINY.frames_out, TINY.vae.latent_channels, 4, 4)
+
+
+def test_readout_stage_adds_a_fitted_readout_to_a_model_folder(tiny_model_dir, data_dir, tmp_path):
+    weights = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, weights)
+    before = load_model_dir(weights)
+    argv = [
+        "readout", "--weights", str(weights), "--data", str(data_dir),
+        "--validation", MCH_VALID[0], "--cases-per-event", "1", "--crop-px", "48",
+        "--members", "1", "--rounds", "2", "--steps", "3", "--batch-size", "4",
+        "--threads", "1", "--version", "9",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    bundle = load_model_dir(weights)  # checks every weight file's sha256
+    verify_checksums(weights, bundle.metadata, ["encoder.onnx", "decoder.onnx"])
+    assert bundle.config.diffusion.guidance == "readout"
+    assert bundle.config.diffusion.guidance_scale == 1.0
+    assert bundle.metadata.version == "9"
+    summary = bundle.metadata.training["readout"]
+    # round 2 adds the steered forecasts (3 targets x 1 member x the training frames)
+    assert summary["rounds"] == 2 and summary["cases"] == 1
+    first, second = summary["frames"]
+    frames = TINY.frames_in + TINY.frames_out
+    assert first == frames + TINY.frames_out and second == first + 3 * TINY.frames_out
+    assert np.isfinite(summary["val_rel_error"])
+    fitted = bundle.readout.state_dict()
+    untouched = before.readout.state_dict()
+    assert any(not torch.equal(fitted[key], untouched[key]) for key in fitted)
+    # the other networks are those of the folder it started from
+    for key, value in before.denoiser.state_dict().items():
+        assert torch.equal(bundle.denoiser.state_dict()[key], value)
