@@ -2,10 +2,10 @@
 
 Two ways, chosen by `config.diffusion.guidance`:
 
-- `ReadoutGuidance` ("readout"): at every step the denoiser's clean estimate x_0 moves by Newton
-  steps until the intensity readout (`models.intensity_readout`) of what it decodes to has the
-  requested mean; the step is then taken from the moved x_0. On the last step x_0 is the
-  forecast, so a request reaches its target for any step count (small-v3.5's default).
+- `ReadoutGuidance` ("readout"): at every step the denoiser's clean estimate x_0 takes a Newton
+  step toward where the intensity readout (`models.intensity_readout`) of what it decodes to has
+  the requested mean; the sampler's step is then taken from the moved x_0. On the last step x_0
+  is the forecast, so a request reaches its target for any step count (small-v3.5's default).
 - `IntensityGuidance` ("alignment"), PreDiff's own, below.
 
 At each sampler step the transition mean of every ensemble member moves by a Newton step on the
@@ -134,11 +134,11 @@ class ReadoutGuidance:
         x <- clamp(x - (m(x) - target) * g / ||g||^2),   g = grad_x m(x),
 
     the smallest change of x that closes the gap to first order. One Newton step per sampler
-    step is enough, as the next sampler step starts from where it ended (measured on
-    small-v3.5: the forecast means of 1 and 2 steps agree to 0.2 %, at half the cost); the last
-    sampler step, whose x_0 is the forecast, takes `final_newton_steps`. The change returned
-    is `scale` times the total change:
-    lambda = 1 asks for the target at every step, and the last step's x_0 is the forecast.
+    step is enough, as the next sampler step starts from where it ended (measured with a
+    first fit of small-v3.5's readout, 2 cases at 1 and 2x: the forecast means of 1 and 2
+    steps agree to 0.2 %, at half the cost); the last sampler step, whose x_0 is the forecast,
+    takes `final_newton_steps`. The change returned is `scale` times the total change: lambda
+    = 1 asks for the target at every step, and the last step's x_0 is the forecast.
     Per member: member i's change depends on member i alone.
 
     Parameters

@@ -229,12 +229,16 @@ def train(args: argparse.Namespace) -> int:
     training_cases, held_out = cases_of(include=False), cases_of(include=True)
     if not training_cases:
         raise SystemExit(f"no protocol cases outside {sorted(validation)} in {args.data}")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
     print(f"readout: {len(training_cases)} training cases, {len(held_out)} held out")
 
     generator = torch.Generator().manual_seed(args.seed)
     readout = seeded_init(args.seed, lambda: IntensityReadout(config))
     data = collect(pipeline, training_cases, args.members, args.seed, steered=False)
-    check = collect(pipeline, held_out, args.members, args.seed, steered=False)
+    check = (
+        collect(pipeline, held_out, args.members, args.seed, steered=False) if held_out else None
+    )
     summary: dict[str, Any] = {"frames": [len(data.latents)]}
     for round_index in range(args.rounds):
         if round_index > 0:
@@ -247,7 +251,7 @@ def train(args: argparse.Namespace) -> int:
             readout = seeded_init(args.seed, lambda: IntensityReadout(config))
         loss = fit(readout, data, args.steps, args.batch_size, args.lr, generator)
         errors = {}
-        if len(check.latents):
+        if check is not None:
             errors = frame_mean_errors(readout, check, config.intensity_scale_mm_h)
         print(f"readout: round {round_index + 1}, loss {loss:.3g}, held out {errors}")
     summary.update(
