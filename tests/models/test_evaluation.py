@@ -217,6 +217,7 @@ def test_evaluate_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, capsys) -
     assert "per lead, mean over 1 cases: CSI@1" in printed
 
 
+@needs_data
 def test_alignment_report_steers_to_each_target_factor(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
