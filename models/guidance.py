@@ -34,6 +34,16 @@ import torch
 from torch import nn
 
 
+def member_scales(scale: float | torch.Tensor, members: int) -> torch.Tensor:
+    """lambda of each member, `(members,)` float32, from one value or one per member (>= 0)."""
+    values = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+    if values.numel() not in (1, members):
+        raise ValueError(f"scale has {values.numel()} values for {members} members")
+    if bool((values < 0).any()):
+        raise ValueError("guidance scale must be >= 0")
+    return values.expand(members)
+
+
 class IntensityGuidance:
     """Mean shift toward a per-member target of the future mean rain rate.
 
@@ -55,13 +65,7 @@ class IntensityGuidance:
     ) -> None:
         self.alignment_net = alignment_net
         self.target_norm = torch.as_tensor(target_norm, dtype=torch.float32).reshape(-1)
-        self.scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
-        if self.scale.numel() not in (1, self.target_norm.numel()):
-            raise ValueError(
-                f"scale has {self.scale.numel()} values for {self.target_norm.numel()} members"
-            )
-        if bool((self.scale < 0).any()):
-            raise ValueError("guidance scale must be >= 0")
+        self.scale = member_scales(scale, self.target_norm.numel())
 
     @property
     def active(self) -> bool:
@@ -169,14 +173,7 @@ class ReadoutGuidance:
     ) -> None:
         self.readout = readout
         self.target_norm = torch.as_tensor(target_norm, dtype=torch.float32).reshape(-1)
-        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
-        if scale.numel() not in (1, self.target_norm.numel()):
-            raise ValueError(
-                f"scale has {scale.numel()} values for {self.target_norm.numel()} members"
-            )
-        if bool((scale < 0).any()):
-            raise ValueError("guidance scale must be >= 0")
-        self.scale = scale.clamp(max=1.0).expand(self.target_norm.numel())
+        self.scale = member_scales(scale, self.target_norm.numel()).clamp(max=1.0)
         self.block_weight = block_weight
         self.newton_steps = int(newton_steps)
         self.final_newton_steps = int(final_newton_steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -49,3 +50,12 @@ def with_config(pipeline: NowcastPipeline, config: ModelConfig, **options: Any) 
         readout=pipeline.readout,
         **options,
     )
+
+
+def responsive(readout: torch.nn.Module, gain: float = 20.0) -> torch.nn.Module:
+    """A copy of an (untrained) intensity readout whose output layer is `gain` times steeper: a
+    fresh net barely responds to its input; a trained one does (rain grows with the latents)."""
+    steep = copy.deepcopy(readout)
+    with torch.no_grad():
+        steep.net[-1].weight.mul_(gain)
+    return steep.eval().requires_grad_(False)

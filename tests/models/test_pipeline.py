@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 from models.config import TINY
 from models.pipeline import ForecastRequest, IntensityConstraint, NowcastPipeline
-from tests.models.helpers import with_config
+from tests.models.helpers import responsive, with_config
 
 GRID = 64
 
@@ -232,10 +231,7 @@ def test_readout_guidance_steers_the_decoded_latents_to_the_target(
 ) -> None:
     # with a residual shrink, what is decoded is the shrunk residual: the guidance steers that
     model = _readout_model(pipeline, **diffusion)
-    # a random readout barely responds to its input; a trained one does
-    model.readout = copy.deepcopy(model.readout)
-    with torch.no_grad():
-        model.readout.net[-1].weight.mul_(20.0)
+    model.readout = responsive(model.readout)
     past, scale = _past(), model.config.intensity_scale_mm_h
     calls = _decoder_inputs(model)
 

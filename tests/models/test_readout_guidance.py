@@ -17,7 +17,7 @@ from models.config import TINY
 from models.guidance import ReadoutGuidance
 from models.intensity_readout import IntensityReadout
 from models.schedulers import DDIMSampler, DDPMSampler, NoiseSchedule, randn_rows
-from tests.models.helpers import random_latents
+from tests.models.helpers import random_latents, responsive
 
 FRAMES, SIDE = TINY.frames_out, 4
 
@@ -30,11 +30,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 def readout() -> IntensityReadout:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = IntensityReadout(TINY)
-    # a fresh net barely responds to its input; a trained one does (rain grows with the latents)
-    with torch.no_grad():
-        net.net[-1].weight.mul_(20.0)
-    return net.eval().requires_grad_(False)
+        return responsive(IntensityReadout(TINY))
 
 
 def _sample(
